@@ -1,0 +1,184 @@
+//! The `policy-server` command line. Flags keep the names and environment variables of
+//! Kubewarden's policy-server, so existing deployments can switch without edits.
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
+
+use crate::config::PoliciesFile;
+use crate::policy::{Evaluator, LoadOptions, load_policies};
+use crate::runtime::{Runtime, RuntimeConfig};
+use crate::webhook::{AppState, Listener, Readiness, serve};
+
+#[derive(Debug, Parser)]
+#[command(name = "policy-server", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Serve the policies of a policies.yml as a Kubernetes admission webhook.
+    Serve(ServeArgs),
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Args)]
+struct ServeArgs {
+    /// Address to listen on.
+    #[arg(long, env = "KUBEWARDEN_BIND_ADDRESS", default_value = "0.0.0.0")]
+    addr: IpAddr,
+    /// Port to listen on (0 picks a free one; the log says which).
+    #[arg(long, env = "KUBEWARDEN_PORT", default_value_t = 3000)]
+    port: u16,
+    /// Also answer /readiness and /livez over plain HTTP on this port.
+    #[arg(long, env = "KUBEWARDEN_READINESS_PROBE_PORT")]
+    readiness_probe_port: Option<u16>,
+    /// The policies to serve.
+    #[arg(long, env = "KUBEWARDEN_POLICIES", default_value = "policies.yml")]
+    policies: PathBuf,
+    /// PEM certificate chain for TLS. Without it the server speaks plain HTTP.
+    #[arg(long, env = "KUBEWARDEN_CERT_FILE", requires = "key_file")]
+    cert_file: Option<PathBuf>,
+    /// PEM private key for TLS.
+    #[arg(long, env = "KUBEWARDEN_KEY_FILE", requires = "cert_file")]
+    key_file: Option<PathBuf>,
+    /// Seconds one evaluation may run, unless the policy sets `timeoutEvalSeconds`.
+    #[arg(long, env = "KUBEWARDEN_POLICY_TIMEOUT", default_value_t = 2)]
+    policy_timeout: u64,
+    /// Log filter: a level (`info`) or tracing directives (`info,policy_server=debug`).
+    #[arg(long, env = "KUBEWARDEN_LOG_LEVEL", default_value = "info")]
+    log_level: String,
+    #[arg(long, env = "KUBEWARDEN_LOG_FMT", value_enum, default_value = "text")]
+    log_fmt: LogFormat,
+    /// Start even if some policies fail to load; those reject every request with the reason.
+    #[arg(long, env = "KUBEWARDEN_CONTINUE_ON_ERRORS")]
+    continue_on_errors: bool,
+    /// Evaluations that may run at once (default: one per CPU, at least two).
+    #[arg(long, env = "KUBEWARDEN_WORKERS")]
+    workers: Option<usize>,
+    /// Largest request body accepted, in bytes (kube-apiserver's own limit is 3 MiB).
+    #[arg(long, env = "POLICY_SERVER_MAX_REQUEST_BODY_BYTES", default_value_t = 3 << 20)]
+    max_request_body_bytes: usize,
+    /// Largest linear memory of one policy instance, in MiB.
+    #[arg(long, env = "POLICY_SERVER_POLICY_MEMORY_LIMIT_MIB", default_value_t = 256)]
+    policy_memory_limit_mib: usize,
+}
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let Command::Serve(args) = cli.command;
+    if let Err(err) = init_logging(&args) {
+        eprintln!("Error: {err:#}");
+        return ExitCode::FAILURE;
+    }
+    let result = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
+        .and_then(|rt| rt.block_on(run(args)));
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            tracing::error!("{err:#}");
+            eprintln!("Error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging(args: &ServeArgs) -> anyhow::Result<()> {
+    let filter = tracing_subscriber::EnvFilter::try_new(&args.log_level)
+        .with_context(|| format!("invalid --log-level '{}'", args.log_level))?;
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    match args.log_fmt {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().flatten_event(true).init(),
+    }
+    Ok(())
+}
+
+async fn run(args: ServeArgs) -> anyhow::Result<()> {
+    let workers = args.workers.unwrap_or_else(|| {
+        std::thread::available_parallelism().map_or(2, |n| n.get()).max(2)
+    });
+    anyhow::ensure!(workers > 0, "--workers must be at least 1");
+    let file = PoliciesFile::load(&args.policies)?;
+    let runtime = Arc::new(Runtime::new(RuntimeConfig {
+        memory_limit_bytes: args.policy_memory_limit_mib << 20,
+        // Evaluations in flight, plus one for start-up checks.
+        max_concurrent_instances: workers as u32 + 1,
+        ..RuntimeConfig::default()
+    })?);
+    let options = LoadOptions {
+        default_timeout: Duration::from_secs(args.policy_timeout),
+        continue_on_errors: args.continue_on_errors,
+    };
+    let policies = tokio::task::spawn_blocking({
+        let runtime = runtime.clone();
+        move || load_policies(&file, &runtime, &options)
+    })
+    .await
+    .context("policy loading panicked")??;
+
+    let tls = match (&args.cert_file, &args.key_file) {
+        (Some(cert), Some(key)) => Some(TlsAcceptor::from(crate::tls::server_config(cert, key)?)),
+        _ => {
+            tracing::warn!("no --cert-file/--key-file given: serving plain HTTP, which Kubernetes will not call");
+            None
+        }
+    };
+    let socket = TcpListener::bind((args.addr, args.port))
+        .await
+        .with_context(|| format!("cannot listen on {}:{}", args.addr, args.port))?;
+    let probes = match args.readiness_probe_port {
+        Some(port) => Some(
+            TcpListener::bind((args.addr, port))
+                .await
+                .with_context(|| format!("cannot listen on {}:{port}", args.addr))?,
+        ),
+        None => None,
+    };
+
+    let readiness = Readiness::default();
+    let policy_count = policies.len();
+    let state = Arc::new(AppState {
+        evaluator: Evaluator::new(runtime, policies, workers),
+        max_body_bytes: args.max_request_body_bytes,
+        readiness: readiness.clone(),
+    });
+    tracing::info!(
+        address = %socket.local_addr()?,
+        tls = tls.is_some(),
+        policies = policy_count,
+        workers,
+        "listening"
+    );
+    readiness.set_ready();
+    serve(Listener { socket, tls }, probes, state, shutdown_signal()).await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Resolves on SIGTERM (what Kubernetes sends) or Ctrl-C.
+async fn shutdown_signal() {
+    let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("installing the SIGTERM handler");
+    tokio::select! {
+        _ = sigterm.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+}

@@ -1,0 +1,178 @@
+//! `policies.yml`: which policies to serve and how, with Kubewarden's field names so an
+//! existing file can be brought along.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use serde::Deserialize;
+
+/// Whether a policy's rejections are enforced or only reported.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PolicyMode {
+    #[default]
+    Protect,
+    Monitor,
+}
+
+/// A Kubernetes kind a policy may read from the cluster cache.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ContextAwareResource {
+    pub api_version: String,
+    pub kind: String,
+}
+
+/// One entry of `policies.yml`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PolicyConfig {
+    /// `file://` URL or path; a relative path is relative to the policies file.
+    pub module: String,
+    #[serde(default)]
+    pub settings: Option<serde_yaml::Value>,
+    #[serde(default)]
+    pub policy_mode: PolicyMode,
+    #[serde(default)]
+    pub allowed_to_mutate: bool,
+    /// Replaces the policy's own rejection message.
+    #[serde(default)]
+    pub message: Option<String>,
+    #[serde(default)]
+    pub timeout_eval_seconds: Option<u64>,
+    #[serde(default)]
+    pub context_aware_resources: Vec<ContextAwareResource>,
+}
+
+impl PolicyConfig {
+    /// The settings as the JSON the policy receives; absent settings are `{}`.
+    pub fn settings_json(&self) -> anyhow::Result<serde_json::Value> {
+        match &self.settings {
+            None | Some(serde_yaml::Value::Null) => Ok(serde_json::json!({})),
+            Some(value) => serde_json::to_value(value).context("settings cannot be expressed as JSON"),
+        }
+    }
+
+    pub fn timeout(&self) -> Option<Duration> {
+        self.timeout_eval_seconds.map(Duration::from_secs)
+    }
+
+    /// Where the module file is, resolved against the directory of the policies file.
+    pub fn module_path(&self, policies_dir: &Path) -> anyhow::Result<PathBuf> {
+        let location = match self.module.split_once("://") {
+            None => self.module.as_str(),
+            Some(("file", path)) => path,
+            Some((scheme, _)) => bail!(
+                "module '{}': only local files are supported (file:// URL or path), not {scheme}://; \
+                 download the policy first (for example with `kwctl pull`)",
+                self.module
+            ),
+        };
+        Ok(policies_dir.join(location))
+    }
+}
+
+/// All policies of a `policies.yml`, by id, in a stable order.
+#[derive(Debug, Clone)]
+pub struct PoliciesFile {
+    pub dir: PathBuf,
+    pub policies: BTreeMap<String, PolicyConfig>,
+}
+
+impl PoliciesFile {
+    pub fn load(path: &Path) -> anyhow::Result<Self> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read policies file {}", path.display()))?;
+        let dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
+        Self::parse(&text, dir).with_context(|| format!("invalid policies file {}", path.display()))
+    }
+
+    /// Parses each policy on its own, so an error names the policy it is about.
+    pub fn parse(text: &str, dir: PathBuf) -> anyhow::Result<Self> {
+        let raw: BTreeMap<String, serde_yaml::Value> =
+            serde_yaml::from_str(text).context("expected a mapping from policy id to policy")?;
+        let mut policies = BTreeMap::new();
+        for (id, value) in raw {
+            if id.is_empty() || id.contains('/') {
+                bail!("policy id '{id}' is not valid: it must be non-empty and contain no '/'");
+            }
+            let policy: PolicyConfig =
+                serde_yaml::from_value(value).with_context(|| format!("policy '{id}'"))?;
+            policies.insert(id, policy);
+        }
+        Ok(Self { dir, policies })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_kubewarden_fields() {
+        let file = PoliciesFile::parse(
+            r#"
+labels:
+  module: file:///policies/labels.wasm
+  policyMode: monitor
+  allowedToMutate: true
+  message: "no"
+  timeoutEvalSeconds: 5
+  settings:
+    required_labels: [team]
+  contextAwareResources:
+    - apiVersion: v1
+      kind: Namespace
+"#,
+            PathBuf::from("/etc"),
+        )
+        .unwrap();
+        let policy = &file.policies["labels"];
+        assert_eq!(policy.policy_mode, PolicyMode::Monitor);
+        assert!(policy.allowed_to_mutate);
+        assert_eq!(policy.timeout(), Some(Duration::from_secs(5)));
+        assert_eq!(
+            policy.settings_json().unwrap(),
+            serde_json::json!({"required_labels": ["team"]})
+        );
+        assert_eq!(policy.context_aware_resources[0].kind, "Namespace");
+        assert_eq!(
+            policy.module_path(&file.dir).unwrap(),
+            PathBuf::from("/policies/labels.wasm")
+        );
+    }
+
+    #[test]
+    fn unknown_field_names_the_policy_and_the_field() {
+        let err = PoliciesFile::parse("p:\n  module: a.wasm\n  policyMod: monitor\n", ".".into())
+            .unwrap_err();
+        let text = format!("{err:#}");
+        assert!(text.contains("policy 'p'"), "{text}");
+        assert!(text.contains("unknown field `policyMod`"), "{text}");
+    }
+
+    #[test]
+    fn relative_module_paths_resolve_against_the_file() {
+        let file = PoliciesFile::parse("p:\n  module: wasm/p.wasm\n", "/srv/conf".into()).unwrap();
+        assert_eq!(
+            file.policies["p"].module_path(&file.dir).unwrap(),
+            PathBuf::from("/srv/conf/wasm/p.wasm")
+        );
+    }
+
+    #[test]
+    fn remote_modules_are_refused_with_advice() {
+        let file = PoliciesFile::parse("p:\n  module: registry://ghcr.io/x:v1\n", ".".into()).unwrap();
+        let err = file.policies["p"].module_path(&file.dir).unwrap_err();
+        assert!(err.to_string().contains("kwctl pull"), "{err}");
+    }
+
+    #[test]
+    fn absent_settings_are_an_empty_object() {
+        let file = PoliciesFile::parse("p:\n  module: a.wasm\n", ".".into()).unwrap();
+        assert_eq!(file.policies["p"].settings_json().unwrap(), serde_json::json!({}));
+        assert_eq!(file.policies["p"].policy_mode, PolicyMode::Protect);
+    }
+}

@@ -1,0 +1,13 @@
+//! The policy server: a Kubernetes admission webhook that evaluates WebAssembly policies.
+//!
+//! Data flows one way: HTTP request ([`webhook`]) -> admission parse ([`admission`]) ->
+//! policy lookup and semantics ([`policy`]) -> runtime ([`runtime`]) -> guest -> host call
+//! (`guest-adapter`) -> back.
+
+pub mod admission;
+pub mod cli;
+pub mod config;
+pub mod policy;
+pub mod runtime;
+pub mod tls;
+pub mod webhook;

@@ -1,0 +1,146 @@
+//! Kubewarden's policy semantics: from a guest's verdict (or failure) to the response
+//! Kubernetes receives. The steps run in Kubewarden's order: verdict, monitor mode,
+//! mutation permission, custom message.
+
+use super::{GuestVerdict, Policy, PolicyMode};
+use crate::admission::{
+    AdmissionResponse, IncomingReview, ParseError, Status, StatusCause, StatusDetails,
+};
+use crate::runtime::EvalError;
+
+/// Which endpoint asked; they differ in what they may return.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Endpoint {
+    /// `/validate/{id}`: an AdmissionReview; policy mode and mutation rules apply.
+    Validate,
+    /// `/validate_raw/{id}`: any JSON document; a mutation is a patch of the whole request.
+    Raw,
+    /// `/audit/{id}`: the policy's real verdict, never a mutation.
+    Audit,
+}
+
+/// Code of a rejection that is not the policy's own verdict.
+const INTERNAL_ERROR: u16 = 500;
+
+/// Turns an evaluation outcome into the response for `review`.
+pub fn decide(
+    policy: &Policy,
+    endpoint: Endpoint,
+    review: &IncomingReview,
+    outcome: Result<GuestVerdict, EvalError>,
+) -> AdmissionResponse {
+    let uid = review.uid.clone();
+    if let Some(reason) = policy.load_error() {
+        // A policy that could not load never lets anything through, not even in monitor mode.
+        return rejection(uid, Some(INTERNAL_ERROR), reason.to_owned());
+    }
+    let mut response = match outcome {
+        Ok(verdict) => from_verdict(policy, endpoint, review, verdict),
+        Err(err) => {
+            tracing::warn!(policy = %policy.id, %uid, error = %err, "evaluation failed");
+            rejection(
+                uid,
+                Some(INTERNAL_ERROR),
+                format!("internal server error: policy '{}': {err}", policy.id),
+            )
+        }
+    };
+    if policy.mode == PolicyMode::Monitor && endpoint != Endpoint::Audit {
+        tracing::info!(
+            policy = %policy.id,
+            uid = %response.uid,
+            allowed = response.allowed,
+            message = response.status.as_ref().and_then(|s| s.message.as_deref()),
+            mutated = response.patch.is_some(),
+            "policy evaluation (monitor mode): request allowed whatever the decision"
+        );
+        response.allowed = true;
+        response.status = None;
+        response.patch = None;
+        response.patch_type = None;
+        return response;
+    }
+    if response.patch.is_some() && !policy.allowed_to_mutate {
+        response = rejection(
+            response.uid,
+            None,
+            format!(
+                "Request rejected by policy {}. The policy attempted to mutate the request, \
+                 but it is currently configured to not allow mutations.",
+                policy.id
+            ),
+        );
+    }
+    if let (false, Some(custom)) = (response.allowed, &policy.custom_message) {
+        let status = response.status.get_or_insert_with(Status::default);
+        let original = status.message.replace(custom.clone());
+        status
+            .details
+            .get_or_insert_with(StatusDetails::default)
+            .causes
+            .push(StatusCause { message: original });
+    }
+    response
+}
+
+fn from_verdict(
+    policy: &Policy,
+    endpoint: Endpoint,
+    review: &IncomingReview,
+    verdict: GuestVerdict,
+) -> AdmissionResponse {
+    let mut response = AdmissionResponse {
+        uid: review.uid.clone(),
+        allowed: verdict.accepted,
+        warnings: verdict.warnings.filter(|w| !w.is_empty()),
+        audit_annotations: verdict.audit_annotations.filter(|a| !a.is_empty()),
+        ..Default::default()
+    };
+    if !verdict.accepted {
+        response.status = Some(Status {
+            code: verdict.code,
+            message: verdict.message,
+            details: None,
+        });
+        return response;
+    }
+    let Some(mutated) = verdict.mutated_object else {
+        return response;
+    };
+    let original = match endpoint {
+        Endpoint::Audit => return response,
+        Endpoint::Validate => review.object(),
+        Endpoint::Raw => serde_json::from_str(review.request.get()).map_err(ParseError::Json),
+    };
+    match original {
+        Ok(serde_json::Value::Null) => rejection(
+            response.uid,
+            None,
+            "Incoming object is null, which happens only with DELETE operations, \
+             but the policy is attempting a mutation. This is not allowed"
+                .to_owned(),
+        ),
+        Ok(original) => {
+            response.set_patch(&original, &mutated);
+            response
+        }
+        Err(err) => rejection(
+            response.uid,
+            Some(INTERNAL_ERROR),
+            format!("policy '{}' mutated a request whose object cannot be read: {err}", policy.id),
+        ),
+    }
+}
+
+fn rejection(uid: String, code: Option<u16>, message: String) -> AdmissionResponse {
+    AdmissionResponse {
+        uid,
+        allowed: false,
+        status: Some(Status {
+            code,
+            message: Some(message),
+            details: None,
+        }),
+        ..Default::default()
+    }
+}

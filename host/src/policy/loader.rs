@@ -1,0 +1,130 @@
+//! Start-up: read every module, refuse what this server cannot run, compile each distinct
+//! module once, and validate every policy's settings through the policy itself.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use guest_adapter::WapcRouter;
+
+use super::{Policy, PolicyState, Runner};
+use crate::config::{PoliciesFile, PolicyConfig};
+use crate::runtime::metadata::{self, BinaryKind, ExecutionMode};
+use crate::runtime::wapc::WapcModule;
+use crate::runtime::Runtime;
+
+#[derive(Debug, Clone)]
+pub struct LoadOptions {
+    /// Time limit of a policy that sets no `timeoutEvalSeconds`.
+    pub default_timeout: Duration,
+    /// Serve the other policies when one fails to load; the failed one rejects every
+    /// request with the reason.
+    pub continue_on_errors: bool,
+}
+
+/// Loads every policy of `file`. Fails on the first broken policy unless
+/// `continue_on_errors` is set.
+pub fn load_policies(
+    file: &PoliciesFile,
+    runtime: &Runtime,
+    options: &LoadOptions,
+) -> anyhow::Result<HashMap<String, Arc<Policy>>> {
+    let mut modules: HashMap<PathBuf, Arc<WapcModule>> = HashMap::new();
+    let mut policies = HashMap::new();
+    for (id, config) in &file.policies {
+        let timeout = config.timeout().unwrap_or(options.default_timeout);
+        let settings = config
+            .settings_json()
+            .with_context(|| format!("policy '{id}'"))?
+            .to_string();
+        let mut policy = Policy {
+            id: id.as_str().into(),
+            mode: config.policy_mode,
+            allowed_to_mutate: config.allowed_to_mutate,
+            custom_message: config.message.clone(),
+            timeout,
+            settings,
+            state: PolicyState::Failed("not loaded yet".into()),
+        };
+        let loaded = load_one(id, config, file, runtime, &mut modules).and_then(|runner| {
+            policy.state = PolicyState::Ready(runner);
+            check_settings(&policy, runtime)
+        });
+        if let Err(err) = loaded {
+            if !options.continue_on_errors {
+                return Err(err.context(format!("policy '{id}' cannot be loaded")));
+            }
+            let reason = format!("{err:#}");
+            tracing::error!(policy = %id, %reason, "policy failed to load; it will reject every request");
+            policy.state = PolicyState::Failed(reason);
+        }
+        policies.insert(id.clone(), Arc::new(policy));
+    }
+    Ok(policies)
+}
+
+fn load_one(
+    id: &str,
+    config: &PolicyConfig,
+    file: &PoliciesFile,
+    runtime: &Runtime,
+    modules: &mut HashMap<PathBuf, Arc<WapcModule>>,
+) -> anyhow::Result<Runner> {
+    let path = config.module_path(&file.dir)?;
+    let path = path
+        .canonicalize()
+        .with_context(|| format!("cannot read module {}", path.display()))?;
+    let module = match modules.get(&path) {
+        Some(module) => module.clone(),
+        None => {
+            let bytes = std::fs::read(&path)
+                .with_context(|| format!("cannot read module {}", path.display()))?;
+            let (kind, metadata) = metadata::inspect(&bytes)
+                .with_context(|| format!("module {}", path.display()))?;
+            if kind == BinaryKind::Component {
+                bail!("module {} is a WebAssembly component; this server runs waPC modules", path.display());
+            }
+            if let Some(mode) = metadata.and_then(|m| m.execution_mode) {
+                if mode != ExecutionMode::KubewardenWapc {
+                    bail!(
+                        "module {} is annotated with execution mode '{}', which this server does not run \
+                         (it runs 'kubewarden-wapc' policies)",
+                        path.display(),
+                        mode.as_str()
+                    );
+                }
+            }
+            let started = std::time::Instant::now();
+            let module = Arc::new(
+                WapcModule::compile(runtime, &bytes)
+                    .with_context(|| format!("cannot compile module {}", path.display()))?,
+            );
+            tracing::info!(module = %path.display(), elapsed = ?started.elapsed(), "compiled");
+            modules.insert(path, module.clone());
+            module
+        }
+    };
+    Ok(Runner::Wapc {
+        module,
+        router: Arc::new(WapcRouter::new(id)),
+    })
+}
+
+/// Asks the policy whether its settings are valid, before it serves anything.
+fn check_settings(policy: &Policy, runtime: &Runtime) -> anyhow::Result<()> {
+    if let Some(version) = policy.protocol_version(runtime) {
+        tracing::debug!(policy = %policy.id, %version, "protocol version");
+    }
+    let verdict = policy
+        .validate_settings(runtime)
+        .context("settings validation failed")?;
+    if !verdict.valid {
+        bail!(
+            "Policy settings are invalid: {}",
+            verdict.message.as_deref().unwrap_or("no message")
+        );
+    }
+    Ok(())
+}

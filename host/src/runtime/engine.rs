@@ -1,0 +1,130 @@
+//! The shared wasmtime engine: compilation settings, the pooling allocator, and the
+//! epoch ticker that enforces evaluation time limits.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use anyhow::Context;
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
+
+/// How often the epoch advances. Time limits are enforced with this granularity.
+const EPOCH_TICK: Duration = Duration::from_millis(10);
+
+/// Limits and sizing of the runtime, fixed at start-up.
+#[derive(Debug, Clone)]
+pub struct RuntimeConfig {
+    /// Largest linear memory one policy instance may have.
+    pub memory_limit_bytes: usize,
+    /// Largest wasm stack one evaluation may use.
+    pub max_wasm_stack_bytes: usize,
+    /// Instances that may be alive at once (evaluations in flight plus start-up checks).
+    pub max_concurrent_instances: u32,
+}
+
+impl Default for RuntimeConfig {
+    fn default() -> Self {
+        Self {
+            memory_limit_bytes: 256 << 20,
+            max_wasm_stack_bytes: 512 << 10,
+            max_concurrent_instances: 64,
+        }
+    }
+}
+
+/// The engine plus what keeps its epoch moving. Cheap to share behind an `Arc`.
+pub struct Runtime {
+    engine: Engine,
+    config: RuntimeConfig,
+    ticker: EpochTicker,
+}
+
+impl Runtime {
+    pub fn new(config: RuntimeConfig) -> anyhow::Result<Self> {
+        let mut pooling = PoolingAllocationConfig::default();
+        pooling
+            .total_core_instances(config.max_concurrent_instances)
+            .total_memories(config.max_concurrent_instances)
+            .total_tables(config.max_concurrent_instances)
+            .max_memory_size(config.memory_limit_bytes)
+            // Large guests (SDK-built policies with many functions) need more than the
+            // defaults; these are reservations of address space, not of memory.
+            .max_core_instance_size(4 << 20)
+            .table_elements(100_000)
+            // Keep the first pages of each reused memory resident: the next evaluation
+            // then writes its request into memory that is already mapped.
+            .linear_memory_keep_resident(1 << 20)
+            .table_keep_resident(64 << 10);
+
+        let mut wasm_config = Config::new();
+        wasm_config
+            .epoch_interruption(true)
+            .max_wasm_stack(config.max_wasm_stack_bytes)
+            .memory_init_cow(true)
+            .allocation_strategy(InstanceAllocationStrategy::Pooling(pooling));
+        let engine = Engine::new(&wasm_config)
+            .map_err(anyhow::Error::from)
+            .context("cannot configure the wasm engine")?;
+        let ticker = EpochTicker::start(engine.clone());
+        Ok(Self {
+            engine,
+            config,
+            ticker,
+        })
+    }
+
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    pub fn config(&self) -> &RuntimeConfig {
+        &self.config
+    }
+
+    /// Epoch ticks that make up `timeout`, rounded up, plus one because the current tick
+    /// may be about to end.
+    pub(crate) fn deadline_ticks(&self, timeout: Duration) -> u64 {
+        let _ = &self.ticker;
+        let tick = EPOCH_TICK.as_nanos();
+        (timeout.as_nanos().div_ceil(tick) as u64).saturating_add(1)
+    }
+}
+
+/// Advances the engine's epoch every [`EPOCH_TICK`] on a thread of its own, so a guest
+/// stuck in a loop is interrupted even when every runtime worker is busy.
+struct EpochTicker {
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl EpochTicker {
+    fn start(engine: Engine) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let thread = std::thread::Builder::new()
+            .name("epoch-ticker".into())
+            .spawn({
+                let stop = stop.clone();
+                move || {
+                    while !stop.load(Ordering::Relaxed) {
+                        std::thread::sleep(EPOCH_TICK);
+                        engine.increment_epoch();
+                    }
+                }
+            })
+            .expect("spawning the epoch ticker thread");
+        Self {
+            stop,
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for EpochTicker {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}

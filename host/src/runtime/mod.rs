@@ -1,0 +1,11 @@
+//! The wasm runtimes: one wasmtime [`Engine`] shared by every policy, the limits every
+//! evaluation runs under, and the runners for each call style.
+
+mod engine;
+mod error;
+mod limits;
+pub mod metadata;
+pub mod wapc;
+
+pub use engine::{Runtime, RuntimeConfig};
+pub use error::EvalError;

@@ -1,0 +1,364 @@
+//! The legacy runner: waPC guests (Kubewarden policies) on wasmtime.
+//!
+//! The host side of the waPC ABI is small, so it is implemented here directly rather than
+//! through an engine provider: answers to host calls are copied once, from shared bytes
+//! straight into guest memory. Every pointer a guest passes is bounds-checked against its
+//! own memory; a bad one ends the evaluation with an error, never touches host memory.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use bytes::Bytes;
+use guest_adapter::WapcRouter;
+use wapc::wapc_functions::{
+    GUEST_CALL, GUEST_ERROR_FN, GUEST_REQUEST_FN, GUEST_RESPONSE_FN, HOST_CALL, HOST_CONSOLE_LOG,
+    HOST_ERROR_FN, HOST_ERROR_LEN_FN, HOST_RESPONSE_FN, HOST_RESPONSE_LEN_FN, TINYGO_START,
+    WAPC_INIT,
+};
+use wasmtime::{Caller, Engine, InstancePre, Linker, Memory, Module, Store, TypedFunc};
+use wasmtime_wasi::I32Exit;
+use wasmtime_wasi::p1::WasiP1Ctx;
+
+use super::error::GuestAbiError;
+use super::limits::MemoryCap;
+use super::{EvalError, Runtime};
+
+/// Console output of a guest is cut at this length, so a chatty guest cannot flood logs.
+const MAX_CONSOLE_LOG_BYTES: usize = 64 << 10;
+
+/// A compiled waPC module, linked and ready to be instantiated any number of times.
+pub struct WapcModule {
+    pre: InstancePre<WapcState>,
+}
+
+impl WapcModule {
+    /// Compiles and links a module. Fails if it imports anything the host does not give.
+    pub fn compile(runtime: &Runtime, bytes: &[u8]) -> anyhow::Result<Self> {
+        let module = Module::new(runtime.engine(), bytes).map_err(anyhow::Error::from)?;
+        let linker = wapc_linker(runtime.engine())?;
+        let pre = linker
+            .instantiate_pre(&module)
+            .map_err(anyhow::Error::from)
+            .context("the module imports something this host does not provide")?;
+        if module.get_export(GUEST_CALL).is_none() {
+            anyhow::bail!("the module does not export `{GUEST_CALL}`: it is not a waPC module");
+        }
+        Ok(Self { pre })
+    }
+
+    /// Calls one operation in a fresh instance that is dropped afterwards, so nothing a
+    /// guest does can leak into the next evaluation.
+    pub fn call(
+        &self,
+        runtime: &Runtime,
+        router: Arc<WapcRouter>,
+        timeout: Duration,
+        operation: &str,
+        payload: Bytes,
+    ) -> Result<Vec<u8>, EvalError> {
+        WapcInstance::new(self, runtime, router, timeout)?.call(operation, payload)
+    }
+}
+
+/// One live instance. The server makes one per evaluation; benchmarks also reuse one to
+/// measure what a fresh instance costs.
+pub struct WapcInstance<'r> {
+    store: Store<WapcState>,
+    guest_call: TypedFunc<(i32, i32), i32>,
+    runtime: &'r Runtime,
+    timeout: Duration,
+}
+
+impl<'r> WapcInstance<'r> {
+    pub fn new(
+        module: &WapcModule,
+        runtime: &'r Runtime,
+        router: Arc<WapcRouter>,
+        timeout: Duration,
+    ) -> Result<Self, EvalError> {
+        let memory_limit = runtime.config().memory_limit_bytes;
+        let mut store = Store::new(
+            runtime.engine(),
+            WapcState {
+                exchange: Exchange::default(),
+                memory: None,
+                router,
+                limits: MemoryCap::new(memory_limit),
+                wasi: None,
+            },
+        );
+        store.limiter(|state| &mut state.limits);
+        store.epoch_deadline_trap();
+        store.set_epoch_deadline(runtime.deadline_ticks(timeout));
+
+        let fail = |store: &Store<WapcState>, err: wasmtime::Error| {
+            EvalError::from_wasm(err, timeout, exceeded(store, memory_limit))
+        };
+        let instance = module
+            .pre
+            .instantiate(&mut store)
+            .map_err(|e| match fail(&store, e) {
+                EvalError::Trap(reason) => EvalError::Instantiate(reason),
+                other => other,
+            })?;
+        let memory = instance.get_memory(&mut store, "memory").ok_or_else(|| {
+            EvalError::Protocol("the module does not export its memory as `memory`".into())
+        })?;
+        store.data_mut().memory = Some(memory);
+
+        // TinyGo runs its runtime set-up in `_start`, and exits with status 0 when done.
+        for start in [TINYGO_START, WAPC_INIT] {
+            let Some(func) = instance.get_func(&mut store, start) else {
+                continue;
+            };
+            let func = func
+                .typed::<(), ()>(&store)
+                .map_err(|_| EvalError::Protocol(format!("`{start}` must take no arguments")))?;
+            match func.call(&mut store, ()) {
+                Ok(()) => {}
+                Err(e) if e.downcast_ref::<I32Exit>().is_some_and(|exit| exit.0 == 0) => {}
+                Err(e) => return Err(fail(&store, e)),
+            }
+        }
+        let guest_call = instance
+            .get_typed_func::<(i32, i32), i32>(&mut store, GUEST_CALL)
+            .map_err(|e| EvalError::Protocol(format!("bad `{GUEST_CALL}` export: {e}")))?;
+        Ok(Self {
+            store,
+            guest_call,
+            runtime,
+            timeout,
+        })
+    }
+
+    /// Runs one waPC operation and returns the guest's response bytes.
+    pub fn call(&mut self, operation: &str, payload: Bytes) -> Result<Vec<u8>, EvalError> {
+        let memory_limit = self.runtime.config().memory_limit_bytes;
+        self.store
+            .set_epoch_deadline(self.runtime.deadline_ticks(self.timeout));
+        let (op_len, payload_len) = (operation.len() as i32, payload.len() as i32);
+        self.store.data_mut().exchange = Exchange {
+            operation: Bytes::copy_from_slice(operation.as_bytes()),
+            payload,
+            ..Exchange::default()
+        };
+        let outcome = self
+            .guest_call
+            .call(&mut self.store, (op_len, payload_len))
+            .map_err(|e| {
+                let exit = e.downcast_ref::<I32Exit>().map(|exit| exit.0);
+                match exit {
+                    Some(code) => EvalError::Trap(format!("policy exited with status {code}")),
+                    None => EvalError::from_wasm(
+                        e,
+                        self.timeout,
+                        exceeded(&self.store, memory_limit),
+                    ),
+                }
+            })?;
+        let exchange = std::mem::take(&mut self.store.data_mut().exchange);
+        if outcome == 1 {
+            Ok(exchange.guest_response.unwrap_or_default())
+        } else {
+            Err(EvalError::Guest(exchange.guest_error.unwrap_or_else(|| {
+                format!("operation `{operation}` failed without an error message")
+            })))
+        }
+    }
+}
+
+fn exceeded(store: &Store<WapcState>, limit: usize) -> Option<usize> {
+    store.data().limits.exceeded().then_some(limit)
+}
+
+/// Per-instance host state.
+pub struct WapcState {
+    exchange: Exchange,
+    memory: Option<Memory>,
+    router: Arc<WapcRouter>,
+    limits: MemoryCap,
+    /// Built on first use: most waPC guests never touch WASI, or only for random seeds.
+    wasi: Option<WasiP1Ctx>,
+}
+
+impl WapcState {
+    /// A WASI context with nothing in it: no preopened directories, no environment, no
+    /// arguments, no network, empty stdin, discarded stdout/stderr.
+    fn wasi(&mut self) -> &mut WasiP1Ctx {
+        self.wasi
+            .get_or_insert_with(|| wasmtime_wasi::WasiCtxBuilder::new().build_p1())
+    }
+}
+
+/// The buffers of one waPC conversation.
+#[derive(Default)]
+struct Exchange {
+    operation: Bytes,
+    payload: Bytes,
+    guest_response: Option<Vec<u8>>,
+    guest_error: Option<String>,
+    host_response: Option<Bytes>,
+    host_error: Option<String>,
+}
+
+/// Splits a caller into its memory bytes and host state, so a host function can copy
+/// between the two without intermediate buffers.
+fn memory_and_state<'a>(
+    caller: &'a mut Caller<'_, WapcState>,
+) -> wasmtime::Result<(&'a mut [u8], &'a mut WapcState)> {
+    let memory = caller
+        .data()
+        .memory
+        .ok_or_else(|| abi_error("host function called before the module's memory was known"))?;
+    Ok(memory.data_and_store_mut(caller))
+}
+
+fn abi_error(message: impl Into<String>) -> wasmtime::Error {
+    wasmtime::Error::new(GuestAbiError(message.into()))
+}
+
+/// wasm32 pointers and lengths are unsigned, even though the ABI types them as `i32`.
+fn guest_range(memory_len: usize, ptr: i32, len: usize) -> wasmtime::Result<std::ops::Range<usize>> {
+    let start = ptr as u32 as usize;
+    match start.checked_add(len) {
+        Some(end) if end <= memory_len => Ok(start..end),
+        _ => Err(abi_error(format!(
+            "guest passed an out-of-bounds buffer ({len} bytes at address {start:#x}, memory is {memory_len} bytes)"
+        ))),
+    }
+}
+
+fn read(memory: &[u8], ptr: i32, len: i32) -> wasmtime::Result<&[u8]> {
+    Ok(&memory[guest_range(memory.len(), ptr, len as u32 as usize)?])
+}
+
+fn write(memory: &mut [u8], ptr: i32, bytes: &[u8]) -> wasmtime::Result<()> {
+    let range = guest_range(memory.len(), ptr, bytes.len())?;
+    memory[range].copy_from_slice(bytes);
+    Ok(())
+}
+
+fn wapc_linker(engine: &Engine) -> anyhow::Result<Linker<WapcState>> {
+    let mut linker = Linker::new(engine);
+    wasmtime_wasi::p1::add_to_linker_sync(&mut linker, WapcState::wasi)?;
+    // Old TinyGo builds import the pre-snapshot names.
+    wasmtime_wasi::p0::add_to_linker_sync(&mut linker, WapcState::wasi)?;
+
+    const NS: &str = wapc::HOST_NAMESPACE;
+    linker.func_wrap(
+        NS,
+        GUEST_REQUEST_FN,
+        |mut caller: Caller<'_, WapcState>, op_ptr: i32, payload_ptr: i32| {
+            let (memory, state) = memory_and_state(&mut caller)?;
+            write(memory, op_ptr, &state.exchange.operation)?;
+            write(memory, payload_ptr, &state.exchange.payload)
+        },
+    )?;
+    linker.func_wrap(
+        NS,
+        GUEST_RESPONSE_FN,
+        |mut caller: Caller<'_, WapcState>, ptr: i32, len: i32| {
+            let (memory, state) = memory_and_state(&mut caller)?;
+            state.exchange.guest_response = Some(read(memory, ptr, len)?.to_vec());
+            Ok(())
+        },
+    )?;
+    linker.func_wrap(
+        NS,
+        GUEST_ERROR_FN,
+        |mut caller: Caller<'_, WapcState>, ptr: i32, len: i32| {
+            let (memory, state) = memory_and_state(&mut caller)?;
+            let message = String::from_utf8_lossy(read(memory, ptr, len)?).into_owned();
+            state.exchange.guest_error = Some(message);
+            Ok(())
+        },
+    )?;
+    linker.func_wrap(
+        NS,
+        HOST_CALL,
+        |mut caller: Caller<'_, WapcState>,
+         binding_ptr: i32,
+         binding_len: i32,
+         namespace_ptr: i32,
+         namespace_len: i32,
+         operation_ptr: i32,
+         operation_len: i32,
+         payload_ptr: i32,
+         payload_len: i32|
+         -> wasmtime::Result<i32> {
+            let (memory, state) = memory_and_state(&mut caller)?;
+            let binding = String::from_utf8_lossy(read(memory, binding_ptr, binding_len)?);
+            let namespace = String::from_utf8_lossy(read(memory, namespace_ptr, namespace_len)?);
+            let operation = String::from_utf8_lossy(read(memory, operation_ptr, operation_len)?);
+            let payload = read(memory, payload_ptr, payload_len)?;
+            let answer = state
+                .router
+                .host_call(&binding, &namespace, &operation, payload);
+            let exchange = &mut state.exchange;
+            match answer {
+                Ok(bytes) => {
+                    exchange.host_response = Some(bytes);
+                    exchange.host_error = None;
+                    Ok(1)
+                }
+                Err(err) => {
+                    tracing::debug!(policy = state.router.policy_id(), %err, "host call refused");
+                    exchange.host_response = None;
+                    exchange.host_error = Some(err.to_string());
+                    Ok(0)
+                }
+            }
+        },
+    )?;
+    linker.func_wrap(
+        NS,
+        HOST_RESPONSE_LEN_FN,
+        |caller: Caller<'_, WapcState>| -> i32 {
+            let exchange = &caller.data().exchange;
+            exchange.host_response.as_ref().map_or(0, |r| r.len() as i32)
+        },
+    )?;
+    linker.func_wrap(
+        NS,
+        HOST_RESPONSE_FN,
+        |mut caller: Caller<'_, WapcState>, ptr: i32| {
+            let (memory, state) = memory_and_state(&mut caller)?;
+            match &state.exchange.host_response {
+                Some(answer) => write(memory, ptr, answer),
+                None => Ok(()),
+            }
+        },
+    )?;
+    linker.func_wrap(
+        NS,
+        HOST_ERROR_LEN_FN,
+        |caller: Caller<'_, WapcState>| -> i32 {
+            let exchange = &caller.data().exchange;
+            exchange.host_error.as_ref().map_or(0, |e| e.len() as i32)
+        },
+    )?;
+    linker.func_wrap(
+        NS,
+        HOST_ERROR_FN,
+        |mut caller: Caller<'_, WapcState>, ptr: i32| {
+            let (memory, state) = memory_and_state(&mut caller)?;
+            match &state.exchange.host_error {
+                Some(error) => write(memory, ptr, error.as_bytes()),
+                None => Ok(()),
+            }
+        },
+    )?;
+    linker.func_wrap(
+        NS,
+        HOST_CONSOLE_LOG,
+        |mut caller: Caller<'_, WapcState>, ptr: i32, len: i32| {
+            let (memory, state) = memory_and_state(&mut caller)?;
+            let bytes = read(memory, ptr, len)?;
+            let text = String::from_utf8_lossy(&bytes[..bytes.len().min(MAX_CONSOLE_LOG_BYTES)]);
+            tracing::info!(target: "policy_console", policy = state.router.policy_id(), "{text}");
+            Ok(())
+        },
+    )?;
+    Ok(linker)
+}

@@ -1,0 +1,75 @@
+//! Misbehaves on `validate` as `{"behaviour": ...}` in its settings asks:
+//! `accept`, `loop`, `trap`, `panic`, `grab_memory`, `stack_overflow`,
+//! `unknown_host_call` (rejects with the host's error message), `remember` (rejects if a
+//! previous evaluation left state behind: proves instances are fresh).
+
+use std::hint::black_box;
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use serde::Deserialize;
+use serde_json::json;
+use wapc_guest::prelude::*;
+
+#[derive(Deserialize)]
+struct Payload {
+    settings: Settings,
+}
+
+#[derive(Deserialize)]
+struct Settings {
+    behaviour: String,
+}
+
+static EVALUATIONS: AtomicU32 = AtomicU32::new(0);
+
+#[unsafe(no_mangle)]
+pub extern "C" fn wapc_init() {
+    register_function("validate", validate);
+    register_function("validate_settings", |_| Ok(br#"{"valid":true}"#.to_vec()));
+}
+
+fn validate(payload: &[u8]) -> CallResult {
+    let Payload { settings } = serde_json::from_slice(payload)?;
+    match settings.behaviour.as_str() {
+        "accept" => {}
+        "loop" => {
+            let mut i: u64 = 0;
+            loop {
+                i = black_box(i.wrapping_add(1));
+            }
+        }
+        "trap" => core::arch::wasm32::unreachable(),
+        "panic" => panic!("the policy panicked on purpose"),
+        "grab_memory" => {
+            let mut hoard: Vec<Vec<u8>> = Vec::new();
+            loop {
+                hoard.push(black_box(vec![1u8; 1 << 20]));
+            }
+        }
+        "stack_overflow" => return Ok(recurse(black_box(1)).to_le_bytes().to_vec()),
+        "unknown_host_call" => {
+            let message = match host_call("kubewarden", "no-such-namespace", "v1/nothing", b"{}") {
+                Ok(_) => "the host answered an unknown call".to_owned(),
+                Err(e) => e.to_string(),
+            };
+            return Ok(serde_json::to_vec(&json!({"accepted": false, "message": message}))?);
+        }
+        "remember" => {
+            let seen = EVALUATIONS.fetch_add(1, Ordering::SeqCst);
+            if seen > 0 {
+                let message = format!("state leaked from {seen} earlier evaluations");
+                return Ok(serde_json::to_vec(&json!({"accepted": false, "message": message}))?);
+            }
+        }
+        other => return Err(format!("unknown behaviour {other}").into()),
+    }
+    Ok(serde_json::to_vec(&json!({"accepted": true}))?)
+}
+
+fn recurse(depth: u64) -> u64 {
+    let frame = black_box([depth; 64]);
+    if black_box(depth) == 0 {
+        return frame[3];
+    }
+    recurse(depth + 1).wrapping_add(frame[7])
+}

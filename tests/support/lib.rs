@@ -1,0 +1,9 @@
+//! Test support: build the example and test policies, start the real `policy-server`
+//! binary on a loopback port with TLS, and talk to it over HTTPS.
+
+pub mod build;
+pub mod requests;
+pub mod server;
+
+pub use build::{Wasm, wasm};
+pub use server::{Server, ServerBuilder};

@@ -1,0 +1,258 @@
+//! Starts the real `policy-server` binary and talks to it over HTTPS.
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex, mpsc};
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::build::server_binary;
+
+/// How long a server may take to start (policies are compiled at start-up).
+const START_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// A certificate authority and a server certificate for localhost, made for one test.
+pub struct TestCerts {
+    pub ca_pem: String,
+    pub cert_file: PathBuf,
+    pub key_file: PathBuf,
+}
+
+impl TestCerts {
+    pub fn generate(dir: &Path) -> Self {
+        let ca_key = rcgen::KeyPair::generate().unwrap();
+        let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        ca_params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "policy-server test CA");
+        let ca = ca_params.self_signed(&ca_key).unwrap();
+        let issuer = rcgen::Issuer::new(ca_params, ca_key);
+
+        let key = rcgen::KeyPair::generate().unwrap();
+        let params =
+            rcgen::CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()])
+                .unwrap();
+        let cert = params.signed_by(&key, &issuer).unwrap();
+        let cert_file = dir.join("tls.crt");
+        let key_file = dir.join("tls.key");
+        std::fs::write(&cert_file, cert.pem()).unwrap();
+        std::fs::write(&key_file, key.serialize_pem()).unwrap();
+        Self {
+            ca_pem: ca.pem(),
+            cert_file,
+            key_file,
+        }
+    }
+}
+
+/// Configures a server: its policies.yml and extra flags.
+pub struct ServerBuilder {
+    policies_yml: String,
+    args: Vec<String>,
+    tls: bool,
+}
+
+impl ServerBuilder {
+    pub fn new(policies_yml: impl Into<String>) -> Self {
+        Self {
+            policies_yml: policies_yml.into(),
+            args: Vec::new(),
+            tls: true,
+        }
+    }
+
+    pub fn arg(mut self, arg: impl Into<String>) -> Self {
+        self.args.push(arg.into());
+        self
+    }
+
+    pub fn plain_http(mut self) -> Self {
+        self.tls = false;
+        self
+    }
+
+    /// Starts the server and waits until it listens.
+    pub fn start(self) -> Server {
+        let (mut launched, dir, certs) = self.launch();
+        let address = launched.wait_for_address();
+        let mut client = reqwest::Client::builder().timeout(Duration::from_secs(60));
+        let scheme = match &certs {
+            Some(certs) => {
+                let ca = reqwest::Certificate::from_pem(certs.ca_pem.as_bytes()).unwrap();
+                client = client.add_root_certificate(ca).use_rustls_tls();
+                "https"
+            }
+            None => "http",
+        };
+        Server {
+            base_url: format!("{scheme}://localhost:{}", address.port()),
+            client: client.build().unwrap(),
+            launched,
+            _dir: dir,
+        }
+    }
+
+    /// Runs the server expecting it to refuse to start; returns its status and output.
+    pub fn start_expecting_failure(self) -> (ExitStatus, String) {
+        let (mut launched, _dir, _) = self.launch();
+        let status = launched.child.wait().unwrap();
+        launched.reader.take().map(|r| r.join());
+        let output = launched.output.lock().unwrap().join("\n");
+        (status, output)
+    }
+
+    fn launch(self) -> (Launched, tempfile::TempDir, Option<TestCerts>) {
+        let dir = tempfile::tempdir().unwrap();
+        let policies = dir.path().join("policies.yml");
+        std::fs::write(&policies, &self.policies_yml).unwrap();
+        let mut command = Command::new(server_binary());
+        command
+            .arg("serve")
+            .args(["--addr", "127.0.0.1", "--port", "0", "--log-fmt", "json"])
+            .arg("--policies")
+            .arg(&policies)
+            .args(&self.args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let certs = self.tls.then(|| TestCerts::generate(dir.path()));
+        if let Some(certs) = &certs {
+            command.arg("--cert-file").arg(&certs.cert_file);
+            command.arg("--key-file").arg(&certs.key_file);
+        }
+        let mut child = command.spawn().expect("starting policy-server");
+        let output = Arc::new(Mutex::new(Vec::new()));
+        let (address_tx, address_rx) = mpsc::channel();
+        // stdout carries the JSON log; stderr the final error of a failed start.
+        let stdout = child.stdout.take().unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let reader = std::thread::spawn({
+            let output = output.clone();
+            move || {
+                let err_output = output.clone();
+                let err_reader = std::thread::spawn(move || {
+                    for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                        err_output.lock().unwrap().push(line);
+                    }
+                });
+                for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                    if let Ok(event) = serde_json::from_str::<Value>(&line) {
+                        if event["message"] == "listening" {
+                            let address = event["address"].as_str().unwrap().parse().unwrap();
+                            let _ = address_tx.send(address);
+                        }
+                    }
+                    output.lock().unwrap().push(line);
+                }
+                let _ = err_reader.join();
+            }
+        });
+        (
+            Launched {
+                child,
+                output,
+                address_rx,
+                reader: Some(reader),
+            },
+            dir,
+            certs,
+        )
+    }
+}
+
+struct Launched {
+    child: Child,
+    output: Arc<Mutex<Vec<String>>>,
+    address_rx: mpsc::Receiver<SocketAddr>,
+    reader: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Launched {
+    fn wait_for_address(&mut self) -> SocketAddr {
+        match self.address_rx.recv_timeout(START_TIMEOUT) {
+            Ok(address) => address,
+            Err(_) => {
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+                panic!(
+                    "policy-server did not start:\n{}",
+                    self.output.lock().unwrap().join("\n")
+                );
+            }
+        }
+    }
+}
+
+/// A running server; killed when dropped.
+pub struct Server {
+    pub base_url: String,
+    pub client: reqwest::Client,
+    launched: Launched,
+    _dir: tempfile::TempDir,
+}
+
+impl Server {
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base_url)
+    }
+
+    /// POSTs JSON and returns the HTTP status and the JSON body.
+    pub async fn post_json(&self, path: &str, body: &Value) -> (u16, Value) {
+        self.post_bytes(path, serde_json::to_vec(body).unwrap()).await
+    }
+
+    pub async fn post_bytes(&self, path: &str, body: Vec<u8>) -> (u16, Value) {
+        let response = self
+            .client
+            .post(self.url(path))
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("POST {path}: {e}"));
+        let status = response.status().as_u16();
+        let body = response.bytes().await.unwrap();
+        let json = serde_json::from_slice(&body).unwrap_or_else(|e| {
+            panic!("POST {path}: answer is not JSON ({e}): {}", String::from_utf8_lossy(&body))
+        });
+        (status, json)
+    }
+
+    /// POSTs an AdmissionReview to `/validate/{policy}` and returns `response`.
+    pub async fn validate(&self, policy: &str, review: &Value) -> Value {
+        let (status, body) = self.post_json(&format!("/validate/{policy}"), review).await;
+        assert_eq!(status, 200, "validate {policy}: {body}");
+        assert_eq!(body["kind"], "AdmissionReview", "{body}");
+        assert_eq!(body["response"]["uid"], review["request"]["uid"], "{body}");
+        body["response"].clone()
+    }
+
+    pub async fn get(&self, path: &str) -> (u16, Value) {
+        let response = self.client.get(self.url(path)).send().await.unwrap();
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap())
+    }
+
+    /// The server's log so far, one JSON event per line.
+    pub fn log(&self) -> String {
+        self.launched.output.lock().unwrap().join("\n")
+    }
+
+    /// Sends SIGTERM and waits for the process to exit.
+    pub fn terminate(&mut self) -> ExitStatus {
+        let pid = self.launched.child.id().to_string();
+        Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+        self.launched.child.wait().unwrap()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.launched.child.kill();
+        let _ = self.launched.child.wait();
+    }
+}
