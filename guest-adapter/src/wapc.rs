@@ -68,13 +68,13 @@ impl WapcRouter {
     }
 
     /// `kubewarden/tracing/log`: the SDK's structured log drain. The payload is a JSON
-    /// object with `level` and `msg`; every other field is kept as structured context.
+    /// object with `level` and `message`; every other field is kept as structured context.
     fn log(&self, payload: &[u8]) -> Result<(), HostCallError> {
         #[derive(Deserialize)]
         struct LogEvent {
             level: String,
-            #[serde(default)]
-            msg: String,
+            #[serde(default, alias = "msg")]
+            message: String,
             #[serde(flatten)]
             fields: serde_json::Map<String, serde_json::Value>,
         }
@@ -87,11 +87,15 @@ impl WapcRouter {
         let policy = &*self.policy_id;
         let fields = serde_json::Value::Object(event.fields);
         match event.level.as_str() {
-            "trace" => tracing::trace!(target: "policy_log", policy, %fields, "{}", event.msg),
-            "debug" => tracing::debug!(target: "policy_log", policy, %fields, "{}", event.msg),
-            "warning" | "warn" => tracing::warn!(target: "policy_log", policy, %fields, "{}", event.msg),
-            "error" | "critical" => tracing::error!(target: "policy_log", policy, %fields, "{}", event.msg),
-            _ => tracing::info!(target: "policy_log", policy, %fields, "{}", event.msg),
+            "trace" => tracing::trace!(target: "policy_log", policy, %fields, "{}", event.message),
+            "debug" => tracing::debug!(target: "policy_log", policy, %fields, "{}", event.message),
+            "warning" | "warn" => {
+                tracing::warn!(target: "policy_log", policy, %fields, "{}", event.message)
+            }
+            "error" | "critical" => {
+                tracing::error!(target: "policy_log", policy, %fields, "{}", event.message)
+            }
+            _ => tracing::info!(target: "policy_log", policy, %fields, "{}", event.message),
         }
         Ok(())
     }
@@ -121,7 +125,7 @@ mod tests {
                 "kubewarden",
                 "tracing",
                 "log",
-                br#"{"level":"info","msg":"hello","column":3}"#,
+                br#"{"level":"info","message":"hello","column":3}"#,
             )
             .unwrap();
         assert!(answer.is_empty());
@@ -133,6 +137,9 @@ mod tests {
         let err = router
             .host_call("kubewarden", "tracing", "log", b"not json")
             .unwrap_err();
-        assert!(matches!(err, HostCallError::MalformedPayload { .. }), "{err}");
+        assert!(
+            matches!(err, HostCallError::MalformedPayload { .. }),
+            "{err}"
+        );
     }
 }

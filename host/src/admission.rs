@@ -169,18 +169,27 @@ mod tests {
         let body = br#"{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","request":{"uid":"u-1","object":{"b":1,"a":"\u00e9"}}}"#;
         let review = IncomingReview::parse(body).unwrap();
         assert_eq!(review.uid, "u-1");
-        assert_eq!(review.request.get(), r#"{"uid":"u-1","object":{"b":1,"a":"\u00e9"}}"#);
+        assert_eq!(
+            review.request.get(),
+            r#"{"uid":"u-1","object":{"b":1,"a":"\u00e9"}}"#
+        );
         assert_eq!(review.object().unwrap(), json!({"b": 1, "a": "é"}));
     }
 
     #[test]
     fn rejects_reviews_without_a_request_object() {
-        assert!(matches!(IncomingReview::parse(b"{}"), Err(ParseError::MissingRequest)));
+        assert!(matches!(
+            IncomingReview::parse(b"{}"),
+            Err(ParseError::MissingRequest)
+        ));
         assert!(matches!(
             IncomingReview::parse(br#"{"request": [1]}"#),
             Err(ParseError::RequestNotObject)
         ));
-        assert!(matches!(IncomingReview::parse(b"{"), Err(ParseError::Json(_))));
+        assert!(matches!(
+            IncomingReview::parse(b"{"),
+            Err(ParseError::Json(_))
+        ));
         assert!(matches!(
             IncomingReview::parse(br#"{"request": {"uid": 7}}"#),
             Err(ParseError::Field { field: "uid", .. })

@@ -74,7 +74,11 @@ struct ServeArgs {
     #[arg(long, env = "POLICY_SERVER_MAX_REQUEST_BODY_BYTES", default_value_t = 3 << 20)]
     max_request_body_bytes: usize,
     /// Largest linear memory of one policy instance, in MiB.
-    #[arg(long, env = "POLICY_SERVER_POLICY_MEMORY_LIMIT_MIB", default_value_t = 256)]
+    #[arg(
+        long,
+        env = "POLICY_SERVER_POLICY_MEMORY_LIMIT_MIB",
+        default_value_t = 256
+    )]
     policy_memory_limit_mib: usize,
 }
 
@@ -113,7 +117,9 @@ fn init_logging(args: &ServeArgs) -> anyhow::Result<()> {
 
 async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let workers = args.workers.unwrap_or_else(|| {
-        std::thread::available_parallelism().map_or(2, |n| n.get()).max(2)
+        std::thread::available_parallelism()
+            .map_or(2, |n| n.get())
+            .max(2)
     });
     anyhow::ensure!(workers > 0, "--workers must be at least 1");
     let file = PoliciesFile::load(&args.policies)?;
@@ -137,7 +143,9 @@ async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let tls = match (&args.cert_file, &args.key_file) {
         (Some(cert), Some(key)) => Some(TlsAcceptor::from(crate::tls::server_config(cert, key)?)),
         _ => {
-            tracing::warn!("no --cert-file/--key-file given: serving plain HTTP, which Kubernetes will not call");
+            tracing::warn!(
+                "no --cert-file/--key-file given: serving plain HTTP, which Kubernetes will not call"
+            );
             None
         }
     };

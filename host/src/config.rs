@@ -51,7 +51,9 @@ impl PolicyConfig {
     pub fn settings_json(&self) -> anyhow::Result<serde_json::Value> {
         match &self.settings {
             None | Some(serde_yaml::Value::Null) => Ok(serde_json::json!({})),
-            Some(value) => serde_json::to_value(value).context("settings cannot be expressed as JSON"),
+            Some(value) => {
+                serde_json::to_value(value).context("settings cannot be expressed as JSON")
+            }
         }
     }
 
@@ -164,7 +166,8 @@ labels:
 
     #[test]
     fn remote_modules_are_refused_with_advice() {
-        let file = PoliciesFile::parse("p:\n  module: registry://ghcr.io/x:v1\n", ".".into()).unwrap();
+        let file =
+            PoliciesFile::parse("p:\n  module: registry://ghcr.io/x:v1\n", ".".into()).unwrap();
         let err = file.policies["p"].module_path(&file.dir).unwrap_err();
         assert!(err.to_string().contains("kwctl pull"), "{err}");
     }
@@ -172,7 +175,10 @@ labels:
     #[test]
     fn absent_settings_are_an_empty_object() {
         let file = PoliciesFile::parse("p:\n  module: a.wasm\n", ".".into()).unwrap();
-        assert_eq!(file.policies["p"].settings_json().unwrap(), serde_json::json!({}));
+        assert_eq!(
+            file.policies["p"].settings_json().unwrap(),
+            serde_json::json!({})
+        );
         assert_eq!(file.policies["p"].policy_mode, PolicyMode::Protect);
     }
 }

@@ -1,6 +1,6 @@
-//! Builds what the tests run: the example policies, the test-only policies and the
-//! server binary. Each is built once per test process, by cargo (which locks its own
-//! target directories, so parallel test processes are safe).
+//! Builds the wasm the tests run: the example policies and the test-only policies, once
+//! per test process, by cargo (which locks its own target directories, so parallel test
+//! processes are safe). The server binary is built by cargo itself for the tests.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -20,7 +20,9 @@ pub struct Wasm {
 }
 
 pub fn repo_root() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("tests/ is inside the repository")
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ is inside the repository")
 }
 
 /// Builds (once) and returns the wasm modules.
@@ -30,7 +32,11 @@ pub fn wasm() -> &'static Wasm {
         install_targets(&["wasm32-wasip1", "wasm32-unknown-unknown"]);
         let examples = repo_root().join("examples");
         let test_policies = repo_root().join("tests/policies");
-        cargo_build(&examples, "wasm32-wasip1", &["required-labels", "deny-latest-tag"]);
+        cargo_build(
+            &examples,
+            "wasm32-wasip1",
+            &["required-labels", "deny-latest-tag"],
+        );
         cargo_build(&examples, "wasm32-unknown-unknown", &["default-labels"]);
         cargo_build(&test_policies, "wasm32-wasip1", &["misbehaving"]);
         let module = |dir: &Path, target: &str, name: &str| {
@@ -47,27 +53,10 @@ pub fn wasm() -> &'static Wasm {
     })
 }
 
-/// Builds (once) and returns the `policy-server` binary of this workspace.
-pub fn server_binary() -> &'static Path {
-    static BINARY: OnceLock<PathBuf> = OnceLock::new();
-    BINARY.get_or_init(|| {
-        let status = Command::new(cargo_program())
-            .current_dir(repo_root())
-            .args(["build", "-p", "policy-server", "--bin", "policy-server"])
-            .status()
-            .expect("running cargo");
-        assert!(status.success(), "building policy-server failed");
-        // Tests run from <target>/debug/deps; the binary sits in <target>/debug.
-        let exe = std::env::current_exe().expect("test executable path");
-        let profile_dir = exe.parent().and_then(Path::parent).expect("target layout");
-        let binary = profile_dir.join("policy-server");
-        assert!(binary.is_file(), "{} not found", binary.display());
-        binary
-    })
-}
-
 fn install_targets(targets: &[&str]) {
-    let installed = Command::new("rustup").args(["target", "list", "--installed"]).output();
+    let installed = Command::new("rustup")
+        .args(["target", "list", "--installed"])
+        .output();
     let Ok(installed) = installed else {
         return; // no rustup: the toolchain must already have the targets
     };
@@ -96,17 +85,21 @@ fn cargo_build(workspace: &Path, target: &str, packages: &[&str]) {
         command.args(["-p", package]);
     }
     let status = command.status().expect("running cargo");
-    assert!(status.success(), "building {packages:?} for {target} failed");
-}
-
-fn cargo_program() -> std::ffi::OsString {
-    std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into())
+    assert!(
+        status.success(),
+        "building {packages:?} for {target} failed"
+    );
 }
 
 /// Cargo for the wasm workspaces, which keep their own target directories.
 fn cargo() -> Command {
-    let mut command = Command::new(cargo_program());
-    for var in ["CARGO_TARGET_DIR", "CARGO_BUILD_TARGET", "RUSTFLAGS", "CARGO_ENCODED_RUSTFLAGS"] {
+    let mut command = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+    for var in [
+        "CARGO_TARGET_DIR",
+        "CARGO_BUILD_TARGET",
+        "RUSTFLAGS",
+        "CARGO_ENCODED_RUSTFLAGS",
+    ] {
         command.env_remove(var);
     }
     command

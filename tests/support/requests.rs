@@ -7,7 +7,10 @@ use serde_json::{Value, json};
 /// A unique uid per request, so a test can match answers to requests.
 fn next_uid() -> String {
     static COUNTER: AtomicU64 = AtomicU64::new(1);
-    format!("00000000-0000-4000-8000-{:012}", COUNTER.fetch_add(1, Ordering::Relaxed))
+    format!(
+        "00000000-0000-4000-8000-{:012}",
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    )
 }
 
 /// An `admission.k8s.io/v1` AdmissionReview for a CREATE of `object`.

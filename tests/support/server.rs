@@ -9,8 +9,6 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::build::server_binary;
-
 /// How long a server may take to start (policies are compiled at start-up).
 const START_TIMEOUT: Duration = Duration::from_secs(120);
 
@@ -51,14 +49,17 @@ impl TestCerts {
 
 /// Configures a server: its policies.yml and extra flags.
 pub struct ServerBuilder {
+    binary: PathBuf,
     policies_yml: String,
     args: Vec<String>,
     tls: bool,
 }
 
 impl ServerBuilder {
-    pub fn new(policies_yml: impl Into<String>) -> Self {
+    /// `binary` is the server to run: `env!("CARGO_BIN_EXE_policy-server")` in a test.
+    pub fn new(binary: impl Into<PathBuf>, policies_yml: impl Into<String>) -> Self {
         Self {
+            binary: binary.into(),
             policies_yml: policies_yml.into(),
             args: Vec::new(),
             tls: true,
@@ -77,8 +78,8 @@ impl ServerBuilder {
 
     /// Starts the server and waits until it listens.
     pub fn start(self) -> Server {
-        let (mut launched, dir, certs) = self.launch();
-        let address = launched.wait_for_address();
+        let (mut launched, address_rx, dir, certs) = self.launch();
+        let address = launched.wait_for_address(address_rx);
         let mut client = reqwest::Client::builder().timeout(Duration::from_secs(60));
         let scheme = match &certs {
             Some(certs) => {
@@ -98,18 +99,25 @@ impl ServerBuilder {
 
     /// Runs the server expecting it to refuse to start; returns its status and output.
     pub fn start_expecting_failure(self) -> (ExitStatus, String) {
-        let (mut launched, _dir, _) = self.launch();
+        let (mut launched, _, _dir, _) = self.launch();
         let status = launched.child.wait().unwrap();
         launched.reader.take().map(|r| r.join());
         let output = launched.output.lock().unwrap().join("\n");
         (status, output)
     }
 
-    fn launch(self) -> (Launched, tempfile::TempDir, Option<TestCerts>) {
+    fn launch(
+        self,
+    ) -> (
+        Launched,
+        mpsc::Receiver<SocketAddr>,
+        tempfile::TempDir,
+        Option<TestCerts>,
+    ) {
         let dir = tempfile::tempdir().unwrap();
         let policies = dir.path().join("policies.yml");
         std::fs::write(&policies, &self.policies_yml).unwrap();
-        let mut command = Command::new(server_binary());
+        let mut command = Command::new(&self.binary);
         command
             .arg("serve")
             .args(["--addr", "127.0.0.1", "--port", "0", "--log-fmt", "json"])
@@ -155,9 +163,9 @@ impl ServerBuilder {
             Launched {
                 child,
                 output,
-                address_rx,
                 reader: Some(reader),
             },
+            address_rx,
             dir,
             certs,
         )
@@ -167,13 +175,12 @@ impl ServerBuilder {
 struct Launched {
     child: Child,
     output: Arc<Mutex<Vec<String>>>,
-    address_rx: mpsc::Receiver<SocketAddr>,
     reader: Option<std::thread::JoinHandle<()>>,
 }
 
 impl Launched {
-    fn wait_for_address(&mut self) -> SocketAddr {
-        match self.address_rx.recv_timeout(START_TIMEOUT) {
+    fn wait_for_address(&mut self, address_rx: mpsc::Receiver<SocketAddr>) -> SocketAddr {
+        match address_rx.recv_timeout(START_TIMEOUT) {
             Ok(address) => address,
             Err(_) => {
                 let _ = self.child.kill();
@@ -202,7 +209,8 @@ impl Server {
 
     /// POSTs JSON and returns the HTTP status and the JSON body.
     pub async fn post_json(&self, path: &str, body: &Value) -> (u16, Value) {
-        self.post_bytes(path, serde_json::to_vec(body).unwrap()).await
+        self.post_bytes(path, serde_json::to_vec(body).unwrap())
+            .await
     }
 
     pub async fn post_bytes(&self, path: &str, body: Vec<u8>) -> (u16, Value) {
@@ -217,7 +225,10 @@ impl Server {
         let status = response.status().as_u16();
         let body = response.bytes().await.unwrap();
         let json = serde_json::from_slice(&body).unwrap_or_else(|e| {
-            panic!("POST {path}: answer is not JSON ({e}): {}", String::from_utf8_lossy(&body))
+            panic!(
+                "POST {path}: answer is not JSON ({e}): {}",
+                String::from_utf8_lossy(&body)
+            )
         });
         (status, json)
     }
@@ -235,6 +246,28 @@ impl Server {
         let response = self.client.get(self.url(path)).send().await.unwrap();
         let status = response.status().as_u16();
         (status, response.json().await.unwrap())
+    }
+
+    /// Waits (up to 10 s) for a log event that satisfies `matches`, and returns it.
+    pub async fn wait_for_log(&self, matches: impl Fn(&Value) -> bool) -> Value {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let found = self
+                .launched
+                .output
+                .lock()
+                .unwrap()
+                .iter()
+                .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+                .find(|event| matches(event));
+            if let Some(event) = found {
+                return event;
+            }
+            if tokio::time::Instant::now() > deadline {
+                panic!("no such log event; the log:\n{}", self.log());
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 
     /// The server's log so far, one JSON event per line.

@@ -50,7 +50,7 @@ pub fn decide(
             policy = %policy.id,
             uid = %response.uid,
             allowed = response.allowed,
-            message = response.status.as_ref().and_then(|s| s.message.as_deref()),
+            reason = response.status.as_ref().and_then(|s| s.message.as_deref()),
             mutated = response.patch.is_some(),
             "policy evaluation (monitor mode): request allowed whatever the decision"
         );
@@ -127,7 +127,10 @@ fn from_verdict(
         Err(err) => rejection(
             response.uid,
             Some(INTERNAL_ERROR),
-            format!("policy '{}' mutated a request whose object cannot be read: {err}", policy.id),
+            format!(
+                "policy '{}' mutated a request whose object cannot be read: {err}",
+                policy.id
+            ),
         ),
     }
 }

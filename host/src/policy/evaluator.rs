@@ -19,7 +19,11 @@ pub struct Evaluator {
 }
 
 impl Evaluator {
-    pub fn new(runtime: Arc<Runtime>, policies: HashMap<String, Arc<Policy>>, workers: usize) -> Self {
+    pub fn new(
+        runtime: Arc<Runtime>,
+        policies: HashMap<String, Arc<Policy>>,
+        workers: usize,
+    ) -> Self {
         Self {
             runtime,
             policies,

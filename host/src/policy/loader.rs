@@ -11,9 +11,9 @@ use guest_adapter::WapcRouter;
 
 use super::{Policy, PolicyState, Runner};
 use crate::config::{PoliciesFile, PolicyConfig};
+use crate::runtime::Runtime;
 use crate::runtime::metadata::{self, BinaryKind, ExecutionMode};
 use crate::runtime::wapc::WapcModule;
-use crate::runtime::Runtime;
 
 #[derive(Debug, Clone)]
 pub struct LoadOptions {
@@ -81,10 +81,13 @@ fn load_one(
         None => {
             let bytes = std::fs::read(&path)
                 .with_context(|| format!("cannot read module {}", path.display()))?;
-            let (kind, metadata) = metadata::inspect(&bytes)
-                .with_context(|| format!("module {}", path.display()))?;
+            let (kind, metadata) =
+                metadata::inspect(&bytes).with_context(|| format!("module {}", path.display()))?;
             if kind == BinaryKind::Component {
-                bail!("module {} is a WebAssembly component; this server runs waPC modules", path.display());
+                bail!(
+                    "module {} is a WebAssembly component; this server runs waPC modules",
+                    path.display()
+                );
             }
             if let Some(mode) = metadata.and_then(|m| m.execution_mode) {
                 if mode != ExecutionMode::KubewardenWapc {

@@ -58,15 +58,27 @@ impl Policy {
     }
 
     /// Runs `validate` on `request` (the AdmissionRequest JSON, passed through verbatim).
-    pub fn validate(&self, runtime: &Runtime, request: &RawValue) -> Result<GuestVerdict, EvalError> {
-        let payload = format!(r#"{{"request":{},"settings":{}}}"#, request.get(), self.settings);
+    pub fn validate(
+        &self,
+        runtime: &Runtime,
+        request: &RawValue,
+    ) -> Result<GuestVerdict, EvalError> {
+        let payload = format!(
+            r#"{{"request":{},"settings":{}}}"#,
+            request.get(),
+            self.settings
+        );
         let answer = self.call(runtime, "validate", Bytes::from(payload))?;
         serde_json::from_slice(&answer).map_err(|e| EvalError::BadAnswer(e.to_string()))
     }
 
     /// Runs `validate_settings` on this policy's settings.
     pub fn validate_settings(&self, runtime: &Runtime) -> Result<SettingsVerdict, EvalError> {
-        let answer = self.call(runtime, "validate_settings", Bytes::from(self.settings.clone()))?;
+        let answer = self.call(
+            runtime,
+            "validate_settings",
+            Bytes::from(self.settings.clone()),
+        )?;
         serde_json::from_slice(&answer).map_err(|e| EvalError::BadAnswer(e.to_string()))
     }
 
@@ -76,7 +88,12 @@ impl Policy {
         serde_json::from_slice(&answer).ok()
     }
 
-    fn call(&self, runtime: &Runtime, operation: &str, payload: Bytes) -> Result<Vec<u8>, EvalError> {
+    fn call(
+        &self,
+        runtime: &Runtime,
+        operation: &str,
+        payload: Bytes,
+    ) -> Result<Vec<u8>, EvalError> {
         match &self.state {
             PolicyState::Ready(Runner::Wapc { module, router }) => {
                 module.call(runtime, router.clone(), self.timeout, operation, payload)

@@ -150,20 +150,18 @@ impl<'r> WapcInstance<'r> {
                 let exit = e.downcast_ref::<I32Exit>().map(|exit| exit.0);
                 match exit {
                     Some(code) => EvalError::Trap(format!("policy exited with status {code}")),
-                    None => EvalError::from_wasm(
-                        e,
-                        self.timeout,
-                        exceeded(&self.store, memory_limit),
-                    ),
+                    None => {
+                        EvalError::from_wasm(e, self.timeout, exceeded(&self.store, memory_limit))
+                    }
                 }
             })?;
         let exchange = std::mem::take(&mut self.store.data_mut().exchange);
         if outcome == 1 {
             Ok(exchange.guest_response.unwrap_or_default())
         } else {
-            Err(EvalError::Guest(exchange.guest_error.unwrap_or_else(|| {
-                format!("operation `{operation}` failed without an error message")
-            })))
+            Err(EvalError::Guest(exchange.guest_error.unwrap_or_else(
+                || format!("operation `{operation}` failed without an error message"),
+            )))
         }
     }
 }
@@ -219,7 +217,11 @@ fn abi_error(message: impl Into<String>) -> wasmtime::Error {
 }
 
 /// wasm32 pointers and lengths are unsigned, even though the ABI types them as `i32`.
-fn guest_range(memory_len: usize, ptr: i32, len: usize) -> wasmtime::Result<std::ops::Range<usize>> {
+fn guest_range(
+    memory_len: usize,
+    ptr: i32,
+    len: usize,
+) -> wasmtime::Result<std::ops::Range<usize>> {
     let start = ptr as u32 as usize;
     match start.checked_add(len) {
         Some(end) if end <= memory_len => Ok(start..end),
@@ -316,7 +318,10 @@ fn wapc_linker(engine: &Engine) -> anyhow::Result<Linker<WapcState>> {
         HOST_RESPONSE_LEN_FN,
         |caller: Caller<'_, WapcState>| -> i32 {
             let exchange = &caller.data().exchange;
-            exchange.host_response.as_ref().map_or(0, |r| r.len() as i32)
+            exchange
+                .host_response
+                .as_ref()
+                .map_or(0, |r| r.len() as i32)
         },
     )?;
     linker.func_wrap(

@@ -94,7 +94,12 @@ async fn route(
         (["validate", id], Routes::All) => (Endpoint::Validate, *id),
         (["validate_raw", id], Routes::All) => (Endpoint::Raw, *id),
         (["audit", id], Routes::All) => (Endpoint::Audit, *id),
-        _ => return Err(ApiError::new(StatusCode::NOT_FOUND, format!("no route for {path}"))),
+        _ => {
+            return Err(ApiError::new(
+                StatusCode::NOT_FOUND,
+                format!("no route for {path}"),
+            ));
+        }
     };
     if request.method() != Method::POST {
         return Err(ApiError::new(
@@ -112,10 +117,15 @@ async fn route(
     let review = IncomingReview::parse(&body)
         .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, format!("invalid request: {e}")))?;
 
-    let outcome = state.evaluator.validate(&policy, review.request.clone()).await;
+    let outcome = state
+        .evaluator
+        .validate(&policy, review.request.clone())
+        .await;
     let response = decide(&policy, endpoint, &review, outcome);
     Ok(match endpoint {
-        Endpoint::Raw => json_response(StatusCode::OK, &serde_json::json!({ "response": response })),
+        Endpoint::Raw => {
+            json_response(StatusCode::OK, &serde_json::json!({ "response": response }))
+        }
         Endpoint::Validate | Endpoint::Audit => json_response(
             StatusCode::OK,
             &OutgoingReview::new(review.api_version.clone(), response),
@@ -125,10 +135,16 @@ async fn route(
 
 fn probe(method: &Method, healthy: bool) -> Result<Response<Full<Bytes>>, ApiError> {
     if method != Method::GET && method != Method::HEAD {
-        return Err(ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "probes only accept GET"));
+        return Err(ApiError::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "probes only accept GET",
+        ));
     }
     if healthy {
-        Ok(json_response(StatusCode::OK, &serde_json::json!({"status": "ok"})))
+        Ok(json_response(
+            StatusCode::OK,
+            &serde_json::json!({"status": "ok"}),
+        ))
     } else {
         Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "not ready"))
     }

@@ -33,23 +33,42 @@ pub async fn serve(
     state: Arc<AppState>,
     shutdown: impl Future<Output = ()>,
 ) {
-    let graceful = GracefulShutdown::new();
+    let graceful = Arc::new(GracefulShutdown::new());
     let mut accept_loops = tokio::task::JoinSet::new();
-    accept_loops.spawn(accept_loop(main, Routes::All, state.clone(), graceful.watcher()));
+    accept_loops.spawn(accept_loop(
+        main,
+        Routes::All,
+        state.clone(),
+        graceful.clone(),
+    ));
     if let Some(socket) = probes {
         let listener = Listener { socket, tls: None };
-        accept_loops.spawn(accept_loop(listener, Routes::ProbesOnly, state, graceful.watcher()));
+        accept_loops.spawn(accept_loop(
+            listener,
+            Routes::ProbesOnly,
+            state,
+            graceful.clone(),
+        ));
     }
     shutdown.await;
     tracing::info!("shutting down: no new connections, finishing requests in flight");
     accept_loops.abort_all();
     while accept_loops.join_next().await.is_some() {}
-    if tokio::time::timeout(DRAIN_TIMEOUT, graceful.shutdown()).await.is_err() {
+    let graceful = Arc::into_inner(graceful).expect("the accept loops have ended");
+    if tokio::time::timeout(DRAIN_TIMEOUT, graceful.shutdown())
+        .await
+        .is_err()
+    {
         tracing::warn!("some requests did not finish within {DRAIN_TIMEOUT:?}");
     }
 }
 
-async fn accept_loop(listener: Listener, routes: Routes, state: Arc<AppState>, watcher: Watcher) {
+async fn accept_loop(
+    listener: Listener,
+    routes: Routes,
+    state: Arc<AppState>,
+    graceful: Arc<GracefulShutdown>,
+) {
     loop {
         let (stream, peer) = match listener.socket.accept().await {
             Ok(accepted) => accepted,
@@ -61,14 +80,18 @@ async fn accept_loop(listener: Listener, routes: Routes, state: Arc<AppState>, w
             }
         };
         let _ = stream.set_nodelay(true);
-        let (tls, state, watcher) = (listener.tls.clone(), state.clone(), watcher.clone());
+        let (tls, state, watcher) = (listener.tls.clone(), state.clone(), graceful.watcher());
         tokio::spawn(async move {
             match tls {
                 None => serve_connection(stream, routes, state, watcher).await,
                 Some(acceptor) => {
                     match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
-                        Ok(Ok(tls_stream)) => serve_connection(tls_stream, routes, state, watcher).await,
-                        Ok(Err(err)) => tracing::debug!(%peer, error = %err, "TLS handshake failed"),
+                        Ok(Ok(tls_stream)) => {
+                            serve_connection(tls_stream, routes, state, watcher).await
+                        }
+                        Ok(Err(err)) => {
+                            tracing::debug!(%peer, error = %err, "TLS handshake failed")
+                        }
                         Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
                     }
                 }
@@ -87,7 +110,9 @@ where
         .http1()
         .timer(TokioTimer::new())
         .header_read_timeout(HANDSHAKE_TIMEOUT);
-    let connection = builder.serve_connection(TokioIo::new(io), service).into_owned();
+    let connection = builder
+        .serve_connection(TokioIo::new(io), service)
+        .into_owned();
     if let Err(err) = watcher.watch(connection).await {
         tracing::debug!(error = %err, "connection closed with an error");
     }

@@ -66,10 +66,13 @@ fn validate(payload: &[u8]) -> CallResult {
     Ok(serde_json::to_vec(&json!({"accepted": true}))?)
 }
 
+/// Recursion through an opaque function pointer: no tail-call or loop rewrite, and no
+/// locals in linear memory, so it is the wasm call stack (not Rust's shadow stack) that
+/// overflows.
 fn recurse(depth: u64) -> u64 {
-    let frame = black_box([depth; 64]);
     if black_box(depth) == 0 {
-        return frame[3];
+        return 0;
     }
-    recurse(depth + 1).wrapping_add(frame[7])
+    let next: fn(u64) -> u64 = black_box(recurse);
+    next(depth + 1).wrapping_mul(3)
 }
