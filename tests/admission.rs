@@ -629,3 +629,54 @@ async fn kubewarden_annotated_modules_run_and_other_execution_modes_are_refused(
         "{output}"
     );
 }
+
+#[tokio::test]
+async fn without_a_certificate_it_serves_plain_http_and_warns() {
+    let server = builder(required_labels("labels", "")).plain_http().start();
+    assert!(server.base_url.starts_with("http://"));
+    let response = server
+        .validate(
+            "labels",
+            &review(pod("web", json!({"team": "a"}), &["nginx:1.27"])),
+        )
+        .await;
+    assert_eq!(response["allowed"], true);
+    let warning = server
+        .wait_for_log(|e| {
+            e["level"] == "WARN" && e["message"].as_str().unwrap_or("").contains("plain HTTP")
+        })
+        .await;
+    assert!(warning["message"].as_str().unwrap().contains("--cert-file"));
+}
+
+#[tokio::test]
+async fn a_separate_probe_port_answers_probes_only() {
+    let probe_port = {
+        // Reserve a free port, then hand it to the server.
+        let socket = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        socket.local_addr().unwrap().port()
+    };
+    let server = builder(required_labels("labels", ""))
+        .arg("--readiness-probe-port")
+        .arg(probe_port.to_string())
+        .start();
+    let probes = reqwest::Client::new();
+    let readiness = probes
+        .get(format!("http://127.0.0.1:{probe_port}/readiness"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(readiness.status(), 200);
+    let validate = probes
+        .post(format!("http://127.0.0.1:{probe_port}/validate/labels"))
+        .json(&review(pod("web", json!({"team": "a"}), &["nginx:1.27"])))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        validate.status(),
+        404,
+        "admission requests are not served on the probe port"
+    );
+    drop(server);
+}

@@ -148,11 +148,11 @@ impl ServerBuilder {
                     }
                 });
                 for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                    if let Ok(event) = serde_json::from_str::<Value>(&line) {
-                        if event["message"] == "listening" {
-                            let address = event["address"].as_str().unwrap().parse().unwrap();
-                            let _ = address_tx.send(address);
-                        }
+                    if let Ok(event) = serde_json::from_str::<Value>(&line)
+                        && event["message"] == "listening"
+                    {
+                        let address = event["address"].as_str().unwrap().parse().unwrap();
+                        let _ = address_tx.send(address);
                     }
                     output.lock().unwrap().push(line);
                 }

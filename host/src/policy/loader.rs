@@ -89,15 +89,15 @@ fn load_one(
                     path.display()
                 );
             }
-            if let Some(mode) = metadata.and_then(|m| m.execution_mode) {
-                if mode != ExecutionMode::KubewardenWapc {
-                    bail!(
-                        "module {} is annotated with execution mode '{}', which this server does not run \
-                         (it runs 'kubewarden-wapc' policies)",
-                        path.display(),
-                        mode.as_str()
-                    );
-                }
+            if let Some(mode) = metadata.and_then(|m| m.execution_mode)
+                && mode != ExecutionMode::KubewardenWapc
+            {
+                bail!(
+                    "module {} is annotated with execution mode '{}', which this server does not run \
+                     (it runs 'kubewarden-wapc' policies)",
+                    path.display(),
+                    mode.as_str()
+                );
             }
             let started = std::time::Instant::now();
             let module = Arc::new(
