@@ -1,115 +1,144 @@
-//! The waPC host-call router: `(binding, namespace, operation, payload)` -> answer bytes.
+//! The waPC host-call router: `(binding, namespace, operation, payload)` -> a request
+//! the session answers.
 //!
-//! Every answer is a [`Bytes`], so a prepared answer (a cached list) can be handed to the
-//! runtime without a copy; the runtime copies it once, into guest memory.
-
-use std::sync::Arc;
+//! Every answer is a [`Bytes`], so a prepared answer (a cached list) reaches the runtime
+//! without a copy; the runtime copies it once, into guest memory.
 
 use bytes::Bytes;
 use serde::Deserialize;
 
-/// Why a host call was not answered. The message is what the guest receives through
-/// `__host_error`, so it names the call and, where relevant, the policy.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum HostCallError {
-    #[error("policy '{policy}': unknown host call {binding}/{namespace}/{operation}")]
-    Unknown {
-        policy: Arc<str>,
-        binding: String,
-        namespace: String,
-        operation: String,
-    },
-    #[error("policy '{policy}': malformed payload for {call}: {reason}")]
-    MalformedPayload {
-        policy: Arc<str>,
-        call: &'static str,
-        reason: String,
-    },
+use crate::query::{ClusterQuery, ResourceKind};
+use crate::session::{GuestSession, HostCallError};
+
+/// A waPC host call, understood.
+#[derive(Debug, Clone, PartialEq)]
+pub enum WapcRequest {
+    /// A question to the cluster cache.
+    Cluster(ClusterQuery),
+    /// `kubewarden/tracing/log`: a structured log line from the SDK.
+    Log(LogEvent),
 }
 
-/// Routes the host calls of one policy. One router is built per policy at start-up and
-/// shared by all its evaluations.
-#[derive(Debug, Clone)]
-pub struct WapcRouter {
-    policy_id: Arc<str>,
+/// A log line from a guest: `level`, `message`, and any other fields as context.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct LogEvent {
+    pub level: String,
+    #[serde(default, alias = "msg")]
+    pub message: String,
+    #[serde(flatten)]
+    pub fields: serde_json::Map<String, serde_json::Value>,
 }
 
-impl WapcRouter {
-    pub fn new(policy_id: impl Into<Arc<str>>) -> Self {
-        Self {
-            policy_id: policy_id.into(),
-        }
-    }
+/// Why a host call could not be understood (the session adds the policy id).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RouteError {
+    Unknown,
+    MalformedPayload(String),
+}
 
-    pub fn policy_id(&self) -> &str {
-        &self.policy_id
+/// Turns the four waPC host-call strings into a request.
+pub fn route(
+    binding: &str,
+    namespace: &str,
+    operation: &str,
+    payload: &[u8],
+) -> Result<WapcRequest, RouteError> {
+    let list = |kind| Ok(WapcRequest::Cluster(ClusterQuery::ListAll(kind)));
+    match (binding, namespace, operation) {
+        // The context-aware calls of the original design; the payload is unused.
+        ("kubernetes", "namespaces", "list") => list(ResourceKind::namespaces()),
+        ("kubernetes", "services", "list") => list(ResourceKind::services()),
+        ("kubernetes", "ingresses", "list") => list(ResourceKind::ingresses()),
+        ("kubewarden", "tracing", "log") => serde_json::from_slice(payload)
+            .map(WapcRequest::Log)
+            .map_err(|e| RouteError::MalformedPayload(e.to_string())),
+        _ => Err(RouteError::Unknown),
     }
+}
 
+impl GuestSession {
     /// Answers one waPC host call.
-    pub fn host_call(
-        &self,
+    pub fn wapc_host_call(
+        &mut self,
         binding: &str,
         namespace: &str,
         operation: &str,
         payload: &[u8],
     ) -> Result<Bytes, HostCallError> {
-        match (binding, namespace, operation) {
-            ("kubewarden", "tracing", "log") => {
-                self.log(payload)?;
-                Ok(Bytes::new())
-            }
-            _ => Err(HostCallError::Unknown {
-                policy: self.policy_id.clone(),
+        let request = route(binding, namespace, operation, payload).map_err(|e| match e {
+            RouteError::Unknown => HostCallError::Unknown {
+                policy: self.policy_id().clone(),
                 binding: binding.to_owned(),
                 namespace: namespace.to_owned(),
                 operation: operation.to_owned(),
-            }),
+            },
+            RouteError::MalformedPayload(reason) => HostCallError::MalformedPayload {
+                policy: self.policy_id().clone(),
+                call: format!("{binding}/{namespace}/{operation}"),
+                reason,
+            },
+        })?;
+        match request {
+            WapcRequest::Cluster(query) => self.query(&query),
+            WapcRequest::Log(event) => {
+                log(self.policy_id(), event);
+                Ok(Bytes::new())
+            }
         }
     }
+}
 
-    /// `kubewarden/tracing/log`: the SDK's structured log drain. The payload is a JSON
-    /// object with `level` and `message`; every other field is kept as structured context.
-    fn log(&self, payload: &[u8]) -> Result<(), HostCallError> {
-        #[derive(Deserialize)]
-        struct LogEvent {
-            level: String,
-            #[serde(default, alias = "msg")]
-            message: String,
-            #[serde(flatten)]
-            fields: serde_json::Map<String, serde_json::Value>,
-        }
-        let event: LogEvent =
-            serde_json::from_slice(payload).map_err(|e| HostCallError::MalformedPayload {
-                policy: self.policy_id.clone(),
-                call: "kubewarden/tracing/log",
-                reason: e.to_string(),
-            })?;
-        let policy = &*self.policy_id;
-        let fields = serde_json::Value::Object(event.fields);
-        match event.level.as_str() {
-            "trace" => tracing::trace!(target: "policy_log", policy, %fields, "{}", event.message),
-            "debug" => tracing::debug!(target: "policy_log", policy, %fields, "{}", event.message),
-            "warning" | "warn" => {
-                tracing::warn!(target: "policy_log", policy, %fields, "{}", event.message)
-            }
-            "error" | "critical" => {
-                tracing::error!(target: "policy_log", policy, %fields, "{}", event.message)
-            }
-            _ => tracing::info!(target: "policy_log", policy, %fields, "{}", event.message),
-        }
-        Ok(())
+/// Re-emits a guest's log line as a host log event, tagged with the policy.
+fn log(policy: &str, event: LogEvent) {
+    let fields = serde_json::Value::Object(event.fields);
+    let message = event.message;
+    match event.level.as_str() {
+        "trace" => tracing::trace!(target: "policy_log", policy, %fields, "{message}"),
+        "debug" => tracing::debug!(target: "policy_log", policy, %fields, "{message}"),
+        "warning" | "warn" => tracing::warn!(target: "policy_log", policy, %fields, "{message}"),
+        "error" | "critical" => tracing::error!(target: "policy_log", policy, %fields, "{message}"),
+        _ => tracing::info!(target: "policy_log", policy, %fields, "{message}"),
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use std::sync::{Arc, Mutex};
+
     use super::*;
+    use crate::session::tests::{FakeCache, session};
+
+    #[test]
+    fn seed_calls_route_to_cluster_lists() {
+        assert_eq!(
+            route("kubernetes", "ingresses", "list", b""),
+            Ok(WapcRequest::Cluster(ClusterQuery::ListAll(
+                ResourceKind::ingresses()
+            )))
+        );
+        assert_eq!(
+            route("kubernetes", "pods", "list", b""),
+            Err(RouteError::Unknown)
+        );
+    }
+
+    #[test]
+    fn granted_lists_are_answered_from_the_cache() {
+        let cache = Arc::new(FakeCache(Mutex::new(Some(Bytes::from_static(
+            b"{\"items\":[]}",
+        )))));
+        let mut session = session(&[ResourceKind::new("v1", "namespace")], cache);
+        let answer = session
+            .wapc_host_call("kubernetes", "namespaces", "list", b"")
+            .unwrap();
+        assert_eq!(answer, "{\"items\":[]}");
+    }
 
     #[test]
     fn unknown_calls_get_an_error_naming_the_call_and_policy() {
-        let router = WapcRouter::new("p1");
-        let err = router
-            .host_call("kubewarden", "oci", "v1/manifest_digest", b"{}")
+        let mut session = session(&[], Arc::default());
+        let err = session
+            .wapc_host_call("kubewarden", "oci", "v1/manifest_digest", b"{}")
             .unwrap_err();
         assert_eq!(
             err.to_string(),
@@ -119,9 +148,9 @@ mod tests {
 
     #[test]
     fn log_calls_are_answered_with_an_empty_payload() {
-        let router = WapcRouter::new("p1");
-        let answer = router
-            .host_call(
+        let mut session = session(&[], Arc::default());
+        let answer = session
+            .wapc_host_call(
                 "kubewarden",
                 "tracing",
                 "log",
@@ -133,9 +162,9 @@ mod tests {
 
     #[test]
     fn malformed_log_payload_is_a_host_error() {
-        let router = WapcRouter::new("p1");
-        let err = router
-            .host_call("kubewarden", "tracing", "log", b"not json")
+        let mut session = session(&[], Arc::default());
+        let err = session
+            .wapc_host_call("kubewarden", "tracing", "log", b"not json")
             .unwrap_err();
         assert!(
             matches!(err, HostCallError::MalformedPayload { .. }),

@@ -12,6 +12,9 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 
+use guest_adapter::{ClusterCache, NoCluster, ResourceKind};
+
+use crate::cache::{CacheSource, ClusterState};
 use crate::config::PoliciesFile;
 use crate::policy::{Evaluator, LoadOptions, load_policies};
 use crate::runtime::{Runtime, RuntimeConfig};
@@ -73,6 +76,13 @@ struct ServeArgs {
     /// Largest request body accepted, in bytes (kube-apiserver's own limit is 3 MiB).
     #[arg(long, env = "POLICY_SERVER_MAX_REQUEST_BODY_BYTES", default_value_t = 3 << 20)]
     max_request_body_bytes: usize,
+    /// Serve cluster context from this file (YAML documents or JSON; objects or Lists)
+    /// instead of the Kubernetes API.
+    #[arg(long, env = "POLICY_SERVER_CLUSTER_SNAPSHOT")]
+    cluster_snapshot: Option<PathBuf>,
+    /// Kubeconfig to reach the Kubernetes API (default: in-cluster or the usual kubeconfig).
+    #[arg(long, env = "KUBECONFIG")]
+    kubeconfig: Option<PathBuf>,
     /// Largest linear memory of one policy instance, in MiB.
     #[arg(
         long,
@@ -133,9 +143,14 @@ async fn run(args: ServeArgs) -> anyhow::Result<()> {
         default_timeout: Duration::from_secs(args.policy_timeout),
         continue_on_errors: args.continue_on_errors,
     };
+    let cache = start_cluster_cache(&file, &args).await?;
     let policies = tokio::task::spawn_blocking({
         let runtime = runtime.clone();
-        move || load_policies(&file, &runtime, &options)
+        let cache: Arc<dyn ClusterCache> = match &cache {
+            Some(state) => state.clone(),
+            None => Arc::new(NoCluster),
+        };
+        move || load_policies(&file, &runtime, cache, &options)
     })
     .await
     .context("policy loading panicked")??;
@@ -161,7 +176,7 @@ async fn run(args: ServeArgs) -> anyhow::Result<()> {
         None => None,
     };
 
-    let readiness = Readiness::default();
+    let readiness = Readiness::new(cache);
     let policy_count = policies.len();
     let state = Arc::new(AppState {
         evaluator: Evaluator::new(runtime, policies, workers),
@@ -175,10 +190,34 @@ async fn run(args: ServeArgs) -> anyhow::Result<()> {
         workers,
         "listening"
     );
-    readiness.set_ready();
+    readiness.set_serving();
     serve(Listener { socket, tls }, probes, state, shutdown_signal()).await;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Starts the cluster cache for the kinds any policy was granted; none if no policy
+/// reads the cluster.
+async fn start_cluster_cache(
+    file: &PoliciesFile,
+    args: &ServeArgs,
+) -> anyhow::Result<Option<Arc<ClusterState>>> {
+    let kinds: Vec<ResourceKind> = file
+        .policies
+        .values()
+        .flat_map(|policy| &policy.context_aware_resources)
+        .map(|r| ResourceKind::new(&r.api_version, &r.kind))
+        .collect();
+    if kinds.is_empty() {
+        return Ok(None);
+    }
+    let source = match &args.cluster_snapshot {
+        Some(path) => CacheSource::File(path.clone()),
+        None => CacheSource::Cluster {
+            kubeconfig: args.kubeconfig.clone(),
+        },
+    };
+    Ok(Some(crate::cache::start(kinds, &source).await?))
 }
 
 /// Resolves on SIGTERM (what Kubernetes sends) or Ctrl-C.

@@ -5,6 +5,7 @@
 //! (`guest-adapter`) -> back.
 
 pub mod admission;
+pub mod cache;
 pub mod cli;
 pub mod config;
 pub mod policy;

@@ -15,6 +15,10 @@ pub struct Wasm {
     pub default_labels: PathBuf,
     /// plain wapc-guest, wasm32-wasip1, validating.
     pub deny_latest_tag: PathBuf,
+    /// kubewarden-policy-sdk 0.8 `cluster_context`, wasm32-wasip1: lists ingresses.
+    pub unique_ingress_host: PathBuf,
+    /// plain wapc-guest, wasm32-wasip1: lists namespaces with a bare host call.
+    pub service_namespace_label: PathBuf,
     /// test-only, wasm32-wasip1: misbehaves as its settings say.
     pub misbehaving: PathBuf,
 }
@@ -35,7 +39,12 @@ pub fn wasm() -> &'static Wasm {
         cargo_build(
             &examples,
             "wasm32-wasip1",
-            &["required-labels", "deny-latest-tag"],
+            &[
+                "required-labels",
+                "deny-latest-tag",
+                "unique-ingress-host",
+                "service-namespace-label",
+            ],
         );
         cargo_build(&examples, "wasm32-unknown-unknown", &["default-labels"]);
         cargo_build(&test_policies, "wasm32-wasip1", &["misbehaving"]);
@@ -48,6 +57,8 @@ pub fn wasm() -> &'static Wasm {
             required_labels: module(&examples, "wasm32-wasip1", "required_labels"),
             default_labels: module(&examples, "wasm32-unknown-unknown", "default_labels"),
             deny_latest_tag: module(&examples, "wasm32-wasip1", "deny_latest_tag"),
+            unique_ingress_host: module(&examples, "wasm32-wasip1", "unique_ingress_host"),
+            service_namespace_label: module(&examples, "wasm32-wasip1", "service_namespace_label"),
             misbehaving: module(&test_policies, "wasm32-wasip1", "misbehaving"),
         }
     })

@@ -2,6 +2,7 @@
 //! binary on a loopback port with TLS, and talk to it over HTTPS.
 
 pub mod build;
+pub mod fake_apiserver;
 pub mod requests;
 pub mod server;
 

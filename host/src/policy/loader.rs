@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use guest_adapter::WapcRouter;
+use guest_adapter::{AccessRules, ClusterCache, PolicyContext, ResourceKind};
 
 use super::{Policy, PolicyState, Runner};
 use crate::config::{PoliciesFile, PolicyConfig};
@@ -29,6 +29,7 @@ pub struct LoadOptions {
 pub fn load_policies(
     file: &PoliciesFile,
     runtime: &Runtime,
+    cache: Arc<dyn ClusterCache>,
     options: &LoadOptions,
 ) -> anyhow::Result<HashMap<String, Arc<Policy>>> {
     let mut modules: HashMap<PathBuf, Arc<WapcModule>> = HashMap::new();
@@ -48,7 +49,15 @@ pub fn load_policies(
             settings,
             state: PolicyState::Failed("not loaded yet".into()),
         };
-        let loaded = load_one(id, config, file, runtime, &mut modules).and_then(|runner| {
+        let access = AccessRules::new(
+            config
+                .context_aware_resources
+                .iter()
+                .map(|r| ResourceKind::new(&r.api_version, &r.kind)),
+        );
+        let context = Arc::new(PolicyContext::new(id.as_str(), access, cache.clone()));
+        let loaded = load_one(config, file, runtime, &mut modules).and_then(|module| {
+            let runner = Runner::Wapc { module, context };
             policy.state = PolicyState::Ready(runner);
             check_settings(&policy, runtime)
         });
@@ -65,13 +74,14 @@ pub fn load_policies(
     Ok(policies)
 }
 
+/// Reads, checks and compiles the module of a policy, or reuses it if another policy
+/// already loaded the same file.
 fn load_one(
-    id: &str,
     config: &PolicyConfig,
     file: &PoliciesFile,
     runtime: &Runtime,
     modules: &mut HashMap<PathBuf, Arc<WapcModule>>,
-) -> anyhow::Result<Runner> {
+) -> anyhow::Result<Arc<WapcModule>> {
     let path = config.module_path(&file.dir)?;
     let path = path
         .canonicalize()
@@ -109,10 +119,7 @@ fn load_one(
             module
         }
     };
-    Ok(Runner::Wapc {
-        module,
-        router: Arc::new(WapcRouter::new(id)),
-    })
+    Ok(module)
 }
 
 /// Asks the policy whether its settings are valid, before it serves anything.

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use guest_adapter::WapcRouter;
+use guest_adapter::PolicyContext;
 use serde_json::value::RawValue;
 
 pub use crate::config::PolicyMode;
@@ -44,7 +44,7 @@ enum PolicyState {
 enum Runner {
     Wapc {
         module: Arc<WapcModule>,
-        router: Arc<WapcRouter>,
+        context: Arc<PolicyContext>,
     },
 }
 
@@ -95,8 +95,8 @@ impl Policy {
         payload: Bytes,
     ) -> Result<Vec<u8>, EvalError> {
         match &self.state {
-            PolicyState::Ready(Runner::Wapc { module, router }) => {
-                module.call(runtime, router.clone(), self.timeout, operation, payload)
+            PolicyState::Ready(Runner::Wapc { module, context }) => {
+                module.call(runtime, context.clone(), self.timeout, operation, payload)
             }
             PolicyState::Failed(reason) => Err(EvalError::NotLoaded(reason.clone())),
         }

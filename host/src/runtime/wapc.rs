@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use bytes::Bytes;
-use guest_adapter::WapcRouter;
+use guest_adapter::{GuestSession, PolicyContext};
 use wapc::wapc_functions::{
     GUEST_CALL, GUEST_ERROR_FN, GUEST_REQUEST_FN, GUEST_RESPONSE_FN, HOST_CALL, HOST_CONSOLE_LOG,
     HOST_ERROR_FN, HOST_ERROR_LEN_FN, HOST_RESPONSE_FN, HOST_RESPONSE_LEN_FN, TINYGO_START,
@@ -52,12 +52,12 @@ impl WapcModule {
     pub fn call(
         &self,
         runtime: &Runtime,
-        router: Arc<WapcRouter>,
+        context: Arc<PolicyContext>,
         timeout: Duration,
         operation: &str,
         payload: Bytes,
     ) -> Result<Vec<u8>, EvalError> {
-        WapcInstance::new(self, runtime, router, timeout)?.call(operation, payload)
+        WapcInstance::new(self, runtime, context, timeout)?.call(operation, payload)
     }
 }
 
@@ -74,7 +74,7 @@ impl<'r> WapcInstance<'r> {
     pub fn new(
         module: &WapcModule,
         runtime: &'r Runtime,
-        router: Arc<WapcRouter>,
+        context: Arc<PolicyContext>,
         timeout: Duration,
     ) -> Result<Self, EvalError> {
         let memory_limit = runtime.config().memory_limit_bytes;
@@ -83,7 +83,7 @@ impl<'r> WapcInstance<'r> {
             WapcState {
                 exchange: Exchange::default(),
                 memory: None,
-                router,
+                session: GuestSession::new(context),
                 limits: MemoryCap::new(memory_limit),
                 wasi: None,
             },
@@ -174,7 +174,8 @@ fn exceeded(store: &Store<WapcState>, limit: usize) -> Option<usize> {
 pub struct WapcState {
     exchange: Exchange,
     memory: Option<Memory>,
-    router: Arc<WapcRouter>,
+    /// Answers host calls; pins one cluster snapshot per kind for this instance.
+    session: GuestSession,
     limits: MemoryCap,
     /// Built on first use: most waPC guests never touch WASI, or only for random seeds.
     wasi: Option<WasiP1Ctx>,
@@ -295,8 +296,8 @@ fn wapc_linker(engine: &Engine) -> anyhow::Result<Linker<WapcState>> {
             let operation = String::from_utf8_lossy(read(memory, operation_ptr, operation_len)?);
             let payload = read(memory, payload_ptr, payload_len)?;
             let answer = state
-                .router
-                .host_call(&binding, &namespace, &operation, payload);
+                .session
+                .wapc_host_call(&binding, &namespace, &operation, payload);
             let exchange = &mut state.exchange;
             match answer {
                 Ok(bytes) => {
@@ -305,7 +306,7 @@ fn wapc_linker(engine: &Engine) -> anyhow::Result<Linker<WapcState>> {
                     Ok(1)
                 }
                 Err(err) => {
-                    tracing::debug!(policy = state.router.policy_id(), %err, "host call refused");
+                    tracing::debug!(policy = %state.session.policy_id(), %err, "host call refused");
                     exchange.host_response = None;
                     exchange.host_error = Some(err.to_string());
                     Ok(0)
@@ -361,7 +362,7 @@ fn wapc_linker(engine: &Engine) -> anyhow::Result<Linker<WapcState>> {
             let (memory, state) = memory_and_state(&mut caller)?;
             let bytes = read(memory, ptr, len)?;
             let text = String::from_utf8_lossy(&bytes[..bytes.len().min(MAX_CONSOLE_LOG_BYTES)]);
-            tracing::info!(target: "policy_console", policy = state.router.policy_id(), "{text}");
+            tracing::info!(target: "policy_console", policy = %state.session.policy_id(), "{text}");
             Ok(())
         },
     )?;

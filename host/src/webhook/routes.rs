@@ -12,19 +12,31 @@ use hyper::{Method, Request, Response, StatusCode};
 use serde::Serialize;
 
 use crate::admission::{IncomingReview, OutgoingReview};
+use crate::cache::ClusterState;
 use crate::policy::{Endpoint, Evaluator, decide};
 
-/// Whether the server is ready to answer admission requests.
-#[derive(Debug, Clone, Default)]
-pub struct Readiness(Arc<AtomicBool>);
+/// Whether the server is ready to answer admission requests: it is serving, and the
+/// cluster cache (if any) has completed the first list of every kind.
+#[derive(Clone, Default)]
+pub struct Readiness {
+    serving: Arc<AtomicBool>,
+    cache: Option<Arc<ClusterState>>,
+}
 
 impl Readiness {
-    pub fn set_ready(&self) {
-        self.0.store(true, Ordering::Release);
+    pub fn new(cache: Option<Arc<ClusterState>>) -> Self {
+        Self {
+            serving: Arc::default(),
+            cache,
+        }
+    }
+
+    pub fn set_serving(&self) {
+        self.serving.store(true, Ordering::Release);
     }
 
     pub fn is_ready(&self) -> bool {
-        self.0.load(Ordering::Acquire)
+        self.serving.load(Ordering::Acquire) && self.cache.as_ref().is_none_or(|c| c.all_synced())
     }
 }
 

@@ -1,7 +1,8 @@
 //! Misbehaves on `validate` as `{"behaviour": ...}` in its settings asks:
 //! `accept`, `loop`, `trap`, `panic`, `grab_memory`, `stack_overflow`,
 //! `unknown_host_call` (rejects with the host's error message), `remember` (rejects if a
-//! previous evaluation left state behind: proves instances are fresh).
+//! previous evaluation left state behind: proves instances are fresh), `echo_namespaces`
+//! (rejects with the exact bytes of the `kubernetes/namespaces/list` answer as message).
 
 use std::hint::black_box;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -50,6 +51,13 @@ fn validate(payload: &[u8]) -> CallResult {
         "unknown_host_call" => {
             let message = match host_call("kubewarden", "no-such-namespace", "v1/nothing", b"{}") {
                 Ok(_) => "the host answered an unknown call".to_owned(),
+                Err(e) => e.to_string(),
+            };
+            return Ok(serde_json::to_vec(&json!({"accepted": false, "message": message}))?);
+        }
+        "echo_namespaces" => {
+            let message = match host_call("kubernetes", "namespaces", "list", b"") {
+                Ok(bytes) => String::from_utf8(bytes)?,
                 Err(e) => e.to_string(),
             };
             return Ok(serde_json::to_vec(&json!({"accepted": false, "message": message}))?);

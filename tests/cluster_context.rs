@@ -1,0 +1,455 @@
+//! End to end: context-aware policies reading the cluster cache, filled from a snapshot
+//! file or from a fake Kubernetes API server that speaks the real list/watch protocol.
+
+use std::time::Duration;
+
+use policy_server_e2e::fake_apiserver::{FakeApiServer, INGRESSES, NAMESPACES, SERVICES};
+use policy_server_e2e::requests::review;
+use policy_server_e2e::{Server, ServerBuilder, wasm};
+use serde_json::{Value, json};
+
+fn builder(policies_yml: String) -> ServerBuilder {
+    ServerBuilder::new(env!("CARGO_BIN_EXE_policy-server"), policies_yml)
+}
+
+const GRANT_NAMESPACES: &str =
+    "  contextAwareResources:\n    - apiVersion: v1\n      kind: Namespace\n";
+const GRANT_INGRESSES: &str =
+    "  contextAwareResources:\n    - apiVersion: networking.k8s.io/v1\n      kind: Ingress\n";
+
+fn service_policy(id: &str, grant: &str) -> String {
+    format!(
+        "{id}:\n  module: {}\n{grant}  settings:\n    namespace_label: services-allowed\n",
+        wasm().service_namespace_label.display()
+    )
+}
+
+fn ingress_policy(id: &str) -> String {
+    format!(
+        "{id}:\n  module: {}\n{GRANT_INGRESSES}",
+        wasm().unique_ingress_host.display()
+    )
+}
+
+fn echo_policy(id: &str) -> String {
+    format!(
+        "{id}:\n  module: {}\n{GRANT_NAMESPACES}  settings:\n    behaviour: echo_namespaces\n",
+        wasm().misbehaving.display()
+    )
+}
+
+fn service(name: &str, namespace: &str) -> Value {
+    json!({"apiVersion": "v1", "kind": "Service",
+           "metadata": {"name": name, "namespace": namespace},
+           "spec": {"ports": [{"port": 80}]}})
+}
+
+fn ingress(name: &str, namespace: &str, host: &str) -> Value {
+    json!({"apiVersion": "networking.k8s.io/v1", "kind": "Ingress",
+           "metadata": {"name": name, "namespace": namespace},
+           "spec": {"rules": [{"host": host}]}})
+}
+
+fn namespace(name: &str, labels: Value) -> Value {
+    json!({"metadata": {"name": name, "labels": labels}})
+}
+
+fn message(response: &Value) -> String {
+    response["status"]["message"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned()
+}
+
+/// Polls `check` until it holds or 20 s pass.
+async fn eventually<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<String>>,
+{
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let failure = match check().await {
+            None => return,
+            Some(failure) => failure,
+        };
+        if tokio::time::Instant::now() > deadline {
+            panic!("{what}: still not true after 20 s: {failure}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn start_live(
+    fake: &FakeApiServer,
+    policies: String,
+    extra: &[&str],
+) -> (Server, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = dir.path().join("kubeconfig");
+    std::fs::write(&kubeconfig, fake.kubeconfig()).unwrap();
+    let mut builder = builder(policies)
+        .arg("--kubeconfig")
+        .arg(kubeconfig.display().to_string());
+    for arg in extra {
+        builder = builder.arg(*arg);
+    }
+    let server = tokio::task::block_in_place(|| builder.start());
+    (server, dir)
+}
+
+async fn wait_ready(server: &Server) {
+    eventually("readiness", || async {
+        let (status, _) = server.get("/readiness").await;
+        (status != 200).then(|| format!("status {status}"))
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn policies_read_the_snapshot_file() {
+    let snapshot = policy_server_e2e::build::repo_root().join("examples/cluster-snapshot.yaml");
+    let server = builder(
+        [
+            service_policy("svc", GRANT_NAMESPACES),
+            ingress_policy("hosts"),
+        ]
+        .concat(),
+    )
+    .arg("--cluster-snapshot")
+    .arg(snapshot.display().to_string())
+    .start();
+    let (status, _) = server.get("/readiness").await;
+    assert_eq!(status, 200);
+
+    let allowed = server
+        .validate("svc", &review(service("api", "default")))
+        .await;
+    assert_eq!(allowed["allowed"], true, "{allowed}");
+    let rejected = server
+        .validate("svc", &review(service("api", "team-a")))
+        .await;
+    assert_eq!(
+        message(&rejected),
+        "Services may only be created in namespaces labelled services-allowed; team-a is not"
+    );
+
+    let taken = server
+        .validate(
+            "hosts",
+            &review(ingress("shop-v2", "team-a", "shop.example.com")),
+        )
+        .await;
+    assert_eq!(taken["allowed"], false);
+    assert_eq!(taken["status"]["code"], 409);
+    assert_eq!(
+        message(&taken),
+        "host shop.example.com is already served by ingress default/web"
+    );
+    // Updating the Ingress that owns the host is fine.
+    let own = server
+        .validate(
+            "hosts",
+            &review(ingress("web", "default", "shop.example.com")),
+        )
+        .await;
+    assert_eq!(own["allowed"], true, "{own}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_policy_without_the_grant_is_denied_by_name() {
+    let snapshot = policy_server_e2e::build::repo_root().join("examples/cluster-snapshot.yaml");
+    let server = builder(
+        [
+            service_policy("granted", GRANT_NAMESPACES),
+            service_policy("ungranted", ""),
+        ]
+        .concat(),
+    )
+    .arg("--cluster-snapshot")
+    .arg(snapshot.display().to_string())
+    .start();
+    let response = server
+        .validate("ungranted", &review(service("api", "default")))
+        .await;
+    assert_eq!(response["allowed"], false);
+    assert!(
+        message(&response).ends_with(
+            "policy 'ungranted' is not allowed to read v1/Namespace: grant it in the policy's contextAwareResources"
+        ),
+        "{response}"
+    );
+    let response = server
+        .validate("granted", &review(service("api", "default")))
+        .await;
+    assert_eq!(response["allowed"], true, "{response}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn grants_tolerate_case_differences() {
+    let snapshot = policy_server_e2e::build::repo_root().join("examples/cluster-snapshot.yaml");
+    let grant = "  contextAwareResources:\n    - apiVersion: V1\n      kind: namespace\n";
+    let server = builder(service_policy("svc", grant))
+        .arg("--cluster-snapshot")
+        .arg(snapshot.display().to_string())
+        .start();
+    let response = server
+        .validate("svc", &review(service("api", "default")))
+        .await;
+    assert_eq!(response["allowed"], true, "{response}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn changes_on_the_api_server_reach_the_next_evaluations() {
+    let fake = FakeApiServer::start().await;
+    fake.apply(
+        NAMESPACES,
+        namespace("default", json!({"services-allowed": "true"})),
+    );
+    let (server, _dir) = start_live(&fake, service_policy("svc", GRANT_NAMESPACES), &[]).await;
+    wait_ready(&server).await;
+
+    let check = |namespace: &'static str, expected: &'static str| {
+        let server = &server;
+        move || async move {
+            let response = server
+                .validate("svc", &review(service("api", namespace)))
+                .await;
+            let got = if response["allowed"] == true {
+                "allowed".to_owned()
+            } else {
+                message(&response)
+            };
+            (got != expected).then_some(got)
+        }
+    };
+    assert_eq!(check("default", "allowed")().await, None);
+    assert_eq!(
+        check("team-b", "namespace team-b does not exist")().await,
+        None
+    );
+
+    fake.apply(
+        NAMESPACES,
+        namespace("team-b", json!({"services-allowed": "yes"})),
+    );
+    eventually("added namespace is seen", check("team-b", "allowed")).await;
+
+    fake.apply(NAMESPACES, namespace("team-b", json!({"owner": "b"})));
+    eventually(
+        "modified namespace is seen",
+        check(
+            "team-b",
+            "Services may only be created in namespaces labelled services-allowed; team-b is not",
+        ),
+    )
+    .await;
+
+    fake.delete(NAMESPACES, "", "team-b");
+    eventually(
+        "deleted namespace is gone",
+        check("team-b", "namespace team-b does not exist"),
+    )
+    .await;
+
+    // The cache listed once and then watched from the list's resourceVersion.
+    let requests = fake.requests();
+    assert!(
+        requests
+            .iter()
+            .any(|r| r.contains("/api/v1/namespaces") && !r.contains("watch=true")),
+        "{requests:?}"
+    );
+    assert!(
+        requests
+            .iter()
+            .any(|r| r.contains("watch=true") && r.contains("resourceVersion=")),
+        "{requests:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn readiness_is_503_until_the_first_list() {
+    let mut fake = FakeApiServer::start().await;
+    fake.apply(
+        NAMESPACES,
+        namespace("default", json!({"services-allowed": "true"})),
+    );
+    fake.stop();
+    let (server, _dir) = start_live(&fake, service_policy("svc", GRANT_NAMESPACES), &[]).await;
+    let (status, body) = server.get("/readiness").await;
+    assert_eq!(status, 503, "{body}");
+    // Not synced yet: the guest is told the cache is unavailable.
+    let response = server
+        .validate("svc", &review(service("api", "default")))
+        .await;
+    assert!(
+        message(&response).contains("not available yet"),
+        "{response}"
+    );
+
+    fake.restart().await;
+    wait_ready(&server).await;
+    let response = server
+        .validate("svc", &review(service("api", "default")))
+        .await;
+    assert_eq!(response["allowed"], true, "{response}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn after_410_gone_the_cache_relists_and_is_right() {
+    let mut fake = FakeApiServer::start().await;
+    fake.apply(
+        NAMESPACES,
+        namespace("default", json!({"services-allowed": "true"})),
+    );
+    fake.apply(
+        NAMESPACES,
+        namespace("old", json!({"services-allowed": "true"})),
+    );
+    let (server, _dir) = start_live(&fake, service_policy("svc", GRANT_NAMESPACES), &[]).await;
+    wait_ready(&server).await;
+    let lists_before = fake
+        .requests()
+        .iter()
+        .filter(|r| !r.contains("watch=true"))
+        .count();
+
+    // While the watch is down, objects change and the history is compacted: resuming from
+    // the cache's resourceVersion gets 410 Gone, so only a re-list can make it right.
+    fake.stop();
+    fake.delete(NAMESPACES, "", "old");
+    fake.apply(
+        NAMESPACES,
+        namespace("new", json!({"services-allowed": "true"})),
+    );
+    fake.compact().await;
+
+    let server = &server;
+    eventually("re-listed state is served", || async move {
+        let new = server.validate("svc", &review(service("api", "new"))).await;
+        let old = server.validate("svc", &review(service("api", "old"))).await;
+        (new["allowed"] != true || message(&old) != "namespace old does not exist")
+            .then(|| format!("new: {new}, old: {old}"))
+    })
+    .await;
+    let lists_after = fake
+        .requests()
+        .iter()
+        .filter(|r| !r.contains("watch=true"))
+        .count();
+    assert!(
+        lists_after > lists_before,
+        "no re-list after 410: {:?}",
+        fake.requests()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn while_the_api_server_is_down_the_last_snapshot_is_served() {
+    let mut fake = FakeApiServer::start().await;
+    fake.apply(
+        NAMESPACES,
+        namespace("default", json!({"services-allowed": "true"})),
+    );
+    let (server, _dir) = start_live(
+        &fake,
+        service_policy("svc", GRANT_NAMESPACES),
+        &["--log-level", "info,policy_server::cache=debug"],
+    )
+    .await;
+    wait_ready(&server).await;
+
+    fake.stop();
+    // Wait until the reflector has retried at least twice, then check the outage was
+    // reported once, not once per retry.
+    server
+        .wait_for_log(|e| e["message"].as_str().unwrap_or("").contains("watch failed"))
+        .await;
+    server
+        .wait_for_log(|e| {
+            e["message"]
+                .as_str()
+                .unwrap_or("")
+                .contains("watch still failing")
+        })
+        .await;
+    let response = server
+        .validate("svc", &review(service("api", "default")))
+        .await;
+    assert_eq!(
+        response["allowed"], true,
+        "answered from the last snapshot: {response}"
+    );
+    let (status, _) = server.get("/readiness").await;
+    assert_eq!(
+        status, 200,
+        "an outage after the first sync keeps the server ready"
+    );
+    let warnings = server
+        .log()
+        .lines()
+        .filter(|l| l.contains("watch failed"))
+        .count();
+    assert_eq!(warnings, 1, "{}", server.log());
+
+    fake.apply(
+        NAMESPACES,
+        namespace("later", json!({"services-allowed": "true"})),
+    );
+    fake.restart().await;
+    let server = &server;
+    eventually("changes made during the outage are seen", || async move {
+        let response = server
+            .validate("svc", &review(service("api", "later")))
+            .await;
+        (response["allowed"] != true).then(|| response.to_string())
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn snapshot_file_and_live_cache_answer_byte_equal_lists() {
+    let fake = FakeApiServer::start().await;
+    fake.apply(
+        NAMESPACES,
+        json!({"metadata": {"name": "default", "labels": {"a": "1"},
+        "managedFields": [{"manager": "kubectl"}],
+        "annotations": {"kubectl.kubernetes.io/last-applied-configuration": "{}", "keep": "me"}}}),
+    );
+    fake.apply(NAMESPACES, namespace("zürich", json!({"b": "ü"})));
+    fake.apply(SERVICES, service("web", "default"));
+    fake.apply(INGRESSES, ingress("web", "default", "a.example.com"));
+
+    let (live, _dir) = start_live(&fake, echo_policy("echo"), &[]).await;
+    wait_ready(&live).await;
+
+    let dir = tempfile::tempdir().unwrap();
+    let snapshot = dir.path().join("snapshot.json");
+    std::fs::write(&snapshot, fake.list(NAMESPACES).to_string()).unwrap();
+    let from_file = builder(echo_policy("echo"))
+        .arg("--cluster-snapshot")
+        .arg(snapshot.display().to_string())
+        .start();
+
+    let request = review(service("api", "default"));
+    let live_list = message(&live.validate("echo", &request).await);
+    let file_list = message(&from_file.validate("echo", &request).await);
+    assert_eq!(live_list, file_list);
+
+    let list: Value = serde_json::from_str(&live_list).unwrap();
+    assert_eq!(list["kind"], "NamespaceList");
+    assert_eq!(list["apiVersion"], "v1");
+    assert_eq!(list["metadata"]["resourceVersion"], "102");
+    assert_eq!(list["items"][0]["kind"], "Namespace");
+    assert_eq!(list["items"][0]["apiVersion"], "v1");
+    assert!(
+        list["items"][0]["metadata"].get("managedFields").is_none(),
+        "{list}"
+    );
+    assert_eq!(
+        list["items"][0]["metadata"]["annotations"],
+        json!({"keep": "me"})
+    );
+    assert_eq!(list["items"][1]["metadata"]["name"], "zürich");
+}

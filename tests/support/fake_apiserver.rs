@@ -1,0 +1,369 @@
+//! A fake Kubernetes API server that speaks the real list/watch protocol, for the
+//! collections the cache reads: lists carry a `resourceVersion`; `?watch=true&
+//! resourceVersion=N` streams `ADDED`/`MODIFIED`/`DELETED` events after N (and a
+//! `BOOKMARK`), or a `410 Gone` ERROR event when N is older than the last compaction.
+//! It can be stopped and restarted on the same port; its objects survive the restart.
+
+use std::collections::BTreeMap;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, StreamBody, combinators::BoxBody};
+use hyper::body::{Frame, Incoming};
+use hyper::{Request, Response, StatusCode};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use serde_json::{Value, json};
+use tokio::net::TcpListener;
+use tokio::sync::{broadcast, watch};
+
+/// A collection the fake serves, e.g. `/api/v1/namespaces`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Collection {
+    pub path: &'static str,
+    pub api_version: &'static str,
+    pub kind: &'static str,
+}
+
+pub const NAMESPACES: Collection = Collection {
+    path: "/api/v1/namespaces",
+    api_version: "v1",
+    kind: "Namespace",
+};
+pub const SERVICES: Collection = Collection {
+    path: "/api/v1/services",
+    api_version: "v1",
+    kind: "Service",
+};
+pub const INGRESSES: Collection = Collection {
+    path: "/apis/networking.k8s.io/v1/ingresses",
+    api_version: "networking.k8s.io/v1",
+    kind: "Ingress",
+};
+const COLLECTIONS: [Collection; 3] = [NAMESPACES, SERVICES, INGRESSES];
+
+#[derive(Debug, Clone)]
+struct WatchEvent {
+    collection: Collection,
+    resource_version: u64,
+    line: Bytes,
+}
+
+struct Store {
+    resource_version: u64,
+    objects: BTreeMap<(Collection, String, String), Value>,
+    history: Vec<WatchEvent>,
+    /// Watches from a resourceVersion below this get `410 Gone`.
+    compacted_below: u64,
+    events: broadcast::Sender<WatchEvent>,
+    requests: Vec<String>,
+}
+
+/// The fake API server. Dropping it stops it.
+pub struct FakeApiServer {
+    address: SocketAddr,
+    store: Arc<Mutex<Store>>,
+    stop: Option<watch::Sender<bool>>,
+}
+
+impl FakeApiServer {
+    pub async fn start() -> Self {
+        let (events, _) = broadcast::channel(4096);
+        let store = Arc::new(Mutex::new(Store {
+            resource_version: 100,
+            objects: BTreeMap::new(),
+            history: Vec::new(),
+            compacted_below: 0,
+            events,
+            requests: Vec::new(),
+        }));
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let mut server = Self {
+            address,
+            store,
+            stop: None,
+        };
+        server.serve(listener);
+        server
+    }
+
+    pub fn address(&self) -> SocketAddr {
+        self.address
+    }
+
+    /// A kubeconfig that points a client at this server.
+    pub fn kubeconfig(&self) -> String {
+        format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: fake\n  cluster:\n    server: http://{}\n\
+             contexts:\n- name: fake\n  context:\n    cluster: fake\n    user: fake\n\
+             current-context: fake\nusers:\n- name: fake\n  user: {{}}\n",
+            self.address
+        )
+    }
+
+    /// Creates or replaces an object (`ADDED` or `MODIFIED`); returns its resourceVersion.
+    pub fn apply(&self, collection: Collection, mut object: Value) -> u64 {
+        let mut store = self.store.lock().unwrap();
+        store.resource_version += 1;
+        let rv = store.resource_version;
+        object["apiVersion"] = json!(collection.api_version);
+        object["kind"] = json!(collection.kind);
+        object["metadata"]["resourceVersion"] = json!(rv.to_string());
+        let key = object_key(collection, &object);
+        let kind = if store.objects.contains_key(&key) {
+            "MODIFIED"
+        } else {
+            "ADDED"
+        };
+        store.objects.insert(key, object.clone());
+        store.record(collection, kind, object);
+        rv
+    }
+
+    /// Deletes an object (`DELETED`).
+    pub fn delete(&self, collection: Collection, namespace: &str, name: &str) {
+        let mut store = self.store.lock().unwrap();
+        let key = (collection, namespace.to_owned(), name.to_owned());
+        let Some(mut object) = store.objects.remove(&key) else {
+            panic!("no {} {namespace}/{name} to delete", collection.kind);
+        };
+        store.resource_version += 1;
+        object["metadata"]["resourceVersion"] = json!(store.resource_version.to_string());
+        store.record(collection, "DELETED", object);
+    }
+
+    /// Forgets the event history: a watch from an older resourceVersion gets `410 Gone`,
+    /// and open watches are closed, as when etcd compacts.
+    pub async fn compact(&mut self) {
+        {
+            let mut store = self.store.lock().unwrap();
+            store.history.clear();
+            store.compacted_below = store.resource_version + 1;
+        }
+        // Closing the open watches makes clients resume from their (now too old) version.
+        self.stop();
+        self.restart().await;
+    }
+
+    /// Stops serving: open watches end and new connections are refused.
+    pub fn stop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(true);
+        }
+    }
+
+    /// Serves again on the same port, with the same objects.
+    pub async fn restart(&mut self) {
+        let listener = loop {
+            match TcpListener::bind(self.address).await {
+                Ok(listener) => break listener,
+                // The old socket may take a moment to be released.
+                Err(_) => tokio::time::sleep(std::time::Duration::from_millis(20)).await,
+            }
+        };
+        self.serve(listener);
+    }
+
+    /// The requests received so far (method and URI), to check the protocol was used.
+    pub fn requests(&self) -> Vec<String> {
+        self.store.lock().unwrap().requests.clone()
+    }
+
+    /// The List this server answers for `collection` (what `kubectl get --raw` shows).
+    pub fn list(&self, collection: Collection) -> Value {
+        self.store.lock().unwrap().list(collection)
+    }
+
+    fn serve(&mut self, listener: TcpListener) {
+        let (stop_tx, stop_rx) = watch::channel(false);
+        self.stop = Some(stop_tx);
+        let store = self.store.clone();
+        tokio::spawn(async move {
+            let mut stopped = stop_rx.clone();
+            loop {
+                let stream = tokio::select! {
+                    accepted = listener.accept() => match accepted {
+                        Ok((stream, _)) => stream,
+                        Err(_) => continue,
+                    },
+                    _ = stopped.changed() => return,
+                };
+                let (store, mut stopped) = (store.clone(), stop_rx.clone());
+                tokio::spawn(async move {
+                    let service = hyper::service::service_fn(move |request| {
+                        let store = store.clone();
+                        async move { Ok::<_, Infallible>(handle(&store, request)) }
+                    });
+                    let builder =
+                        hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+                    let connection = builder.serve_connection(TokioIo::new(stream), service);
+                    tokio::select! {
+                        _ = connection => {}
+                        _ = stopped.changed() => {}
+                    }
+                });
+            }
+        });
+    }
+}
+
+impl Drop for FakeApiServer {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+impl Store {
+    fn record(&mut self, collection: Collection, kind: &str, object: Value) {
+        let line = format!("{}\n", json!({"type": kind, "object": object}));
+        let event = WatchEvent {
+            collection,
+            resource_version: self.resource_version,
+            line: Bytes::from(line),
+        };
+        self.history.push(event.clone());
+        let _ = self.events.send(event);
+    }
+
+    fn list(&self, collection: Collection) -> Value {
+        // Like the API server, list items carry no apiVersion/kind of their own.
+        let items: Vec<Value> = self
+            .objects
+            .iter()
+            .filter(|((c, _, _), _)| *c == collection)
+            .map(|(_, object)| {
+                let mut item = object.clone();
+                let map = item.as_object_mut().unwrap();
+                map.remove("apiVersion");
+                map.remove("kind");
+                item
+            })
+            .collect();
+        json!({
+            "apiVersion": collection.api_version,
+            "kind": format!("{}List", collection.kind),
+            "metadata": {"resourceVersion": self.resource_version.to_string()},
+            "items": items,
+        })
+    }
+}
+
+fn object_key(collection: Collection, object: &Value) -> (Collection, String, String) {
+    let text = |field: &str| {
+        object["metadata"][field]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned()
+    };
+    (collection, text("namespace"), text("name"))
+}
+
+type Body = BoxBody<Bytes, Infallible>;
+
+fn handle(store: &Arc<Mutex<Store>>, request: Request<Incoming>) -> Response<Body> {
+    let uri = request.uri().clone();
+    store
+        .lock()
+        .unwrap()
+        .requests
+        .push(format!("{} {uri}", request.method()));
+    let Some(collection) = COLLECTIONS.into_iter().find(|c| c.path == uri.path()) else {
+        return json_response(
+            StatusCode::NOT_FOUND,
+            &status(404, "NotFound", "no such collection"),
+        );
+    };
+    let query: BTreeMap<String, String> = uri
+        .query()
+        .unwrap_or_default()
+        .split('&')
+        .filter_map(|pair| pair.split_once('='))
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect();
+    if query.get("watch").map(String::as_str) != Some("true") {
+        let list = store.lock().unwrap().list(collection);
+        return json_response(StatusCode::OK, &list);
+    }
+    let from: u64 = query
+        .get("resourceVersion")
+        .and_then(|rv| rv.parse().ok())
+        .unwrap_or(0);
+    let (backlog, mut live, current, gone) = {
+        let store = store.lock().unwrap();
+        let gone = from != 0 && from < store.compacted_below;
+        let backlog: Vec<Bytes> = store
+            .history
+            .iter()
+            .filter(|e| e.collection == collection && e.resource_version > from)
+            .map(|e| e.line.clone())
+            .collect();
+        (
+            backlog,
+            store.events.subscribe(),
+            store.resource_version,
+            gone,
+        )
+    };
+    let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(1024);
+    tokio::spawn(async move {
+        if gone {
+            let expired = status(
+                410,
+                "Expired",
+                &format!("too old resource version: {from} ({current})"),
+            );
+            let _ = tx
+                .send(Bytes::from(format!(
+                    "{}\n",
+                    json!({"type": "ERROR", "object": expired})
+                )))
+                .await;
+            return;
+        }
+        for line in backlog {
+            if tx.send(line).await.is_err() {
+                return;
+            }
+        }
+        let bookmark = json!({"type": "BOOKMARK", "object": {
+            "apiVersion": collection.api_version, "kind": collection.kind,
+            "metadata": {"resourceVersion": current.to_string()}}});
+        if tx.send(Bytes::from(format!("{bookmark}\n"))).await.is_err() {
+            return;
+        }
+        while let Ok(event) = live.recv().await {
+            if event.collection == collection
+                && event.resource_version > current
+                && tx.send(event.line).await.is_err()
+            {
+                return;
+            }
+        }
+    });
+    let stream = futures::stream::unfold(rx, |mut rx| async move {
+        rx.recv()
+            .await
+            .map(|line| (Ok::<_, Infallible>(Frame::data(line)), rx))
+    });
+    let mut response = Response::new(BodyExt::boxed(StreamBody::new(stream)));
+    response
+        .headers_mut()
+        .insert("content-type", "application/json".parse().unwrap());
+    response
+}
+
+fn status(code: u16, reason: &str, message: &str) -> Value {
+    json!({"apiVersion": "v1", "kind": "Status", "metadata": {}, "status": "Failure",
+           "message": message, "reason": reason, "code": code})
+}
+
+fn json_response(status: StatusCode, body: &Value) -> Response<Body> {
+    let mut response = Response::new(BodyExt::boxed(Full::new(Bytes::from(body.to_string()))));
+    *response.status_mut() = status;
+    response
+        .headers_mut()
+        .insert("content-type", "application/json".parse().unwrap());
+    response
+}
