@@ -4,9 +4,13 @@
 //! A tiny waPC guest calls the host K times per evaluation (K = payload length); the
 //! per-call cost is the difference between K calls and none, divided by K. It covers the
 //! whole ABI round trip: routing, access check, cache lookup, and the copy into guest
-//! memory. `cargo bench -p policy-server --bench host_call`
+//! memory. It also reports what the cache holds per object (live heap bytes of the
+//! prepared List and its index, through a counting allocator) beside the object's JSON.
+//! `cargo bench -p policy-server --bench host_call`
 
+use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicIsize, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -39,11 +43,35 @@ const GUEST: &str = r#"
     (i32.const 1)))
 "#;
 
+/// Counts live heap bytes, to measure what the cache keeps.
+struct CountingAllocator;
+
+static LIVE_BYTES: AtomicIsize = AtomicIsize::new(0);
+
+unsafe impl GlobalAlloc for CountingAllocator {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        LIVE_BYTES.fetch_add(layout.size() as isize, Ordering::Relaxed);
+        unsafe { System.alloc(layout) }
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        LIVE_BYTES.fetch_sub(layout.size() as isize, Ordering::Relaxed);
+        unsafe { System.dealloc(ptr, layout) }
+    }
+}
+
+#[global_allocator]
+static ALLOCATOR: CountingAllocator = CountingAllocator;
+
 const CALLS_PER_EVALUATION: usize = 20;
 const ROUNDS: usize = 200;
 
-fn namespaces(count: usize) -> Bytes {
+/// A prepared List of `count` realistic namespaces, the live heap bytes the cache keeps
+/// for it (List plus index), and the summed JSON size of the objects.
+fn namespaces(count: usize) -> (KindList, isize, usize) {
     let kind = ResourceKind::namespaces();
+    let before = LIVE_BYTES.load(Ordering::Relaxed);
+    let mut json_bytes = 0;
     let mut changes = Changes::new();
     for i in 0..count {
         let object = json!({
@@ -61,22 +89,31 @@ fn namespaces(count: usize) -> Bytes {
             "status": {"phase": "Active"}
         });
         let (key, bytes, _) = prepare_object(&kind, object).unwrap();
+        json_bytes += bytes.len();
         changes.insert(key, Some(bytes));
     }
     let mut list = KindList::new(kind);
     list.apply(changes, 1000 + count as u64);
-    list.bytes()
+    let kept = LIVE_BYTES.load(Ordering::Relaxed) - before;
+    (list, kept, json_bytes)
 }
 
 fn main() -> anyhow::Result<()> {
     let runtime = Runtime::new(RuntimeConfig::default())?;
     let module = WapcModule::compile(&runtime, &wat::parse_str(GUEST)?)?;
     println!(
-        "{:>8} {:>12} {:>14} {:>14} {:>8}",
-        "items", "list bytes", "host call µs", "plain copy µs", "ratio"
+        "{:>8} {:>12} {:>14} {:>14} {:>8} {:>14} {:>14}",
+        "items",
+        "list bytes",
+        "host call µs",
+        "plain copy µs",
+        "ratio",
+        "cache B/object",
+        "JSON B/object"
     );
     for count in [100, 1_000, 10_000] {
-        let list = namespaces(count);
+        let (list, kept, json_bytes) = namespaces(count);
+        let list = list.bytes();
         let state = Arc::new(ClusterState::new([ResourceKind::namespaces()]));
         state.publish(&ResourceKind::namespaces(), list.clone());
         let context = Arc::new(PolicyContext::new(
@@ -110,9 +147,11 @@ fn main() -> anyhow::Result<()> {
         }
         let copy = started.elapsed().as_secs_f64() * 1e6 / copies as f64;
         println!(
-            "{count:>8} {:>12} {host_call:>14.2} {copy:>14.2} {:>8.2}",
+            "{count:>8} {:>12} {host_call:>14.2} {copy:>14.2} {:>8.2} {:>14.0} {:>14.0}",
             list.len(),
-            host_call / copy
+            host_call / copy,
+            kept as f64 / count as f64,
+            json_bytes as f64 / count as f64,
         );
     }
     Ok(())

@@ -67,15 +67,26 @@ impl KindList {
         let mut keys: Vec<&ObjectKey> = self.items.keys().chain(changes.keys()).collect();
         keys.sort_unstable();
         keys.dedup();
-        let mut out = BytesMut::with_capacity(self.list.len() + header.len());
+        let item = |key: &ObjectKey| -> Option<&[u8]> {
+            match changes.get(key) {
+                Some(Some(new)) => Some(new),
+                Some(None) => None,
+                None => Some(&self.list[self.items[key].clone()]),
+            }
+        };
+        // Sized exactly: the List is the bulk of what the cache holds.
+        let size = header.len()
+            + keys
+                .iter()
+                .filter_map(|k| item(k))
+                .map(|b| b.len() + 1)
+                .sum::<usize>()
+            + 2;
+        let mut out = BytesMut::with_capacity(size);
         out.put_slice(header.as_bytes());
         let mut items = BTreeMap::new();
         for key in keys {
-            let bytes: &[u8] = match changes.get(key) {
-                Some(Some(new)) => new,
-                Some(None) => continue,
-                None => &self.list[self.items[key].clone()],
-            };
+            let Some(bytes) = item(key) else { continue };
             if !items.is_empty() {
                 out.put_u8(b',');
             }
