@@ -31,12 +31,16 @@ fn ingress_policy(id: &str) -> String {
     )
 }
 
-fn echo_policy(id: &str) -> String {
+/// A policy that rejects with the exact List it got for `resource` as message.
+fn echo_policy(id: &str, resource: &str, grant: &str) -> String {
     format!(
-        "{id}:\n  module: {}\n{GRANT_NAMESPACES}  settings:\n    behaviour: echo_namespaces\n",
+        "{id}:\n  module: {}\n{grant}  settings:\n    behaviour: \"echo:{resource}\"\n",
         wasm().misbehaving.display()
     )
 }
+
+const GRANT_SERVICES: &str =
+    "  contextAwareResources:\n    - apiVersion: v1\n      kind: Service\n";
 
 fn service(name: &str, namespace: &str) -> Value {
     json!({"apiVersion": "v1", "kind": "Service",
@@ -421,13 +425,18 @@ async fn snapshot_file_and_live_cache_answer_byte_equal_lists() {
     fake.apply(SERVICES, service("web", "default"));
     fake.apply(INGRESSES, ingress("web", "default", "a.example.com"));
 
-    let (live, _dir) = start_live(&fake, echo_policy("echo"), &[]).await;
+    let (live, _dir) = start_live(
+        &fake,
+        echo_policy("echo", "namespaces", GRANT_NAMESPACES),
+        &[],
+    )
+    .await;
     wait_ready(&live).await;
 
     let dir = tempfile::tempdir().unwrap();
     let snapshot = dir.path().join("snapshot.json");
     std::fs::write(&snapshot, fake.list(NAMESPACES).to_string()).unwrap();
-    let from_file = builder(echo_policy("echo"))
+    let from_file = builder(echo_policy("echo", "namespaces", GRANT_NAMESPACES))
         .arg("--cluster-snapshot")
         .arg(snapshot.display().to_string())
         .start();
@@ -452,4 +461,57 @@ async fn snapshot_file_and_live_cache_answer_byte_equal_lists() {
         json!({"keep": "me"})
     );
     assert_eq!(list["items"][1]["metadata"]["name"], "zürich");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn services_and_ingresses_are_served_from_the_cache_without_asking_the_api_server() {
+    let fake = FakeApiServer::start().await;
+    fake.apply(SERVICES, service("web", "default"));
+    fake.apply(SERVICES, service("db", "data"));
+    fake.apply(INGRESSES, ingress("web", "default", "a.example.com"));
+    let policies = [
+        echo_policy("services", "services", GRANT_SERVICES),
+        echo_policy("ingresses", "ingresses", GRANT_INGRESSES),
+    ]
+    .concat();
+    let (server, _dir) = start_live(&fake, policies, &[]).await;
+    wait_ready(&server).await;
+
+    let requests_before = fake.requests().len();
+    for _ in 0..5 {
+        let services: Value = serde_json::from_str(&message(
+            &server
+                .validate("services", &review(service("x", "default")))
+                .await,
+        ))
+        .unwrap();
+        assert_eq!(services["kind"], "ServiceList");
+        let names: Vec<&str> = services["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["metadata"]["name"].as_str().unwrap())
+            .collect();
+        assert_eq!(names, ["db", "web"], "sorted by namespace, then name");
+        assert_eq!(services["items"][0]["kind"], "Service");
+
+        let ingresses: Value = serde_json::from_str(&message(
+            &server
+                .validate("ingresses", &review(service("x", "default")))
+                .await,
+        ))
+        .unwrap();
+        assert_eq!(ingresses["kind"], "IngressList");
+        assert_eq!(ingresses["apiVersion"], "networking.k8s.io/v1");
+        assert_eq!(
+            ingresses["items"][0]["spec"]["rules"][0]["host"],
+            "a.example.com"
+        );
+    }
+    assert_eq!(
+        fake.requests().len(),
+        requests_before,
+        "evaluations must not reach the API server: {:?}",
+        &fake.requests()[requests_before..]
+    );
 }

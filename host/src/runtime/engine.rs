@@ -37,7 +37,8 @@ impl Default for RuntimeConfig {
 pub struct Runtime {
     engine: Engine,
     config: RuntimeConfig,
-    ticker: EpochTicker,
+    /// Stops its thread when the runtime is dropped.
+    _ticker: EpochTicker,
 }
 
 impl Runtime {
@@ -51,11 +52,9 @@ impl Runtime {
             // Large guests (SDK-built policies with many functions) need more than the
             // defaults; these are reservations of address space, not of memory.
             .max_core_instance_size(4 << 20)
-            .table_elements(100_000)
-            // Keep the first pages of each reused memory resident: the next evaluation
-            // then writes its request into memory that is already mapped.
-            .linear_memory_keep_resident(1 << 20)
-            .table_keep_resident(64 << 10);
+            .table_elements(100_000);
+        // Not `linear_memory_keep_resident`: resetting 1 MiB by memset on every reuse cost
+        // ~28 µs per evaluation (60 -> 32 µs of fresh-instance overhead without it).
 
         let mut wasm_config = Config::new();
         wasm_config
@@ -70,7 +69,7 @@ impl Runtime {
         Ok(Self {
             engine,
             config,
-            ticker,
+            _ticker: ticker,
         })
     }
 
@@ -85,7 +84,6 @@ impl Runtime {
     /// Epoch ticks that make up `timeout`, rounded up, plus one because the current tick
     /// may be about to end.
     pub(crate) fn deadline_ticks(&self, timeout: Duration) -> u64 {
-        let _ = &self.ticker;
         let tick = EPOCH_TICK.as_nanos();
         (timeout.as_nanos().div_ceil(tick) as u64).saturating_add(1)
     }

@@ -1,8 +1,8 @@
 //! Misbehaves on `validate` as `{"behaviour": ...}` in its settings asks:
 //! `accept`, `loop`, `trap`, `panic`, `grab_memory`, `stack_overflow`,
 //! `unknown_host_call` (rejects with the host's error message), `remember` (rejects if a
-//! previous evaluation left state behind: proves instances are fresh), `echo_namespaces`
-//! (rejects with the exact bytes of the `kubernetes/namespaces/list` answer as message).
+//! previous evaluation left state behind: proves instances are fresh), `echo:<resource>`
+//! (rejects with the exact bytes of the `kubernetes/<resource>/list` answer as message).
 
 use std::hint::black_box;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -55,8 +55,9 @@ fn validate(payload: &[u8]) -> CallResult {
             };
             return Ok(serde_json::to_vec(&json!({"accepted": false, "message": message}))?);
         }
-        "echo_namespaces" => {
-            let message = match host_call("kubernetes", "namespaces", "list", b"") {
+        echo if echo.starts_with("echo:") => {
+            let resource = &echo["echo:".len()..];
+            let message = match host_call("kubernetes", resource, "list", b"") {
                 Ok(bytes) => String::from_utf8(bytes)?,
                 Err(e) => e.to_string(),
             };
