@@ -193,14 +193,25 @@ async fn a_policy_without_the_grant_is_denied_by_name() {
 async fn grants_tolerate_case_differences() {
     let snapshot = policy_server_e2e::build::repo_root().join("examples/cluster-snapshot.yaml");
     let grant = "  contextAwareResources:\n    - apiVersion: V1\n      kind: namespace\n";
-    let server = builder(service_policy("svc", grant))
-        .arg("--cluster-snapshot")
-        .arg(snapshot.display().to_string())
-        .start();
+    let server = builder(
+        [
+            service_policy("svc", grant),
+            echo_policy("echo", "namespaces", grant),
+        ]
+        .concat(),
+    )
+    .arg("--cluster-snapshot")
+    .arg(snapshot.display().to_string())
+    .start();
     let response = server
         .validate("svc", &review(service("api", "default")))
         .await;
     assert_eq!(response["allowed"], true, "{response}");
+    // The List is still named as the API server names it.
+    let echoed = server.validate("echo", &review(service("a", "b"))).await;
+    let list: Value = serde_json::from_str(&message(&echoed)).unwrap();
+    assert_eq!(list["apiVersion"], "v1");
+    assert_eq!(list["kind"], "NamespaceList");
 }
 
 #[tokio::test(flavor = "multi_thread")]

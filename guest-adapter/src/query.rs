@@ -30,11 +30,35 @@ impl ResourceKind {
         Self::new("networking.k8s.io/v1", "Ingress")
     }
 
+    /// The API server's spelling of this kind, if it is one of the well-known kinds
+    /// (`V1`/`namespace` -> `v1`/`Namespace`); other kinds are kept as written.
+    pub fn canonical(self) -> Self {
+        [Self::namespaces(), Self::services(), Self::ingresses()]
+            .into_iter()
+            .find(|known| known.matches(&self))
+            .unwrap_or(self)
+    }
+
     /// Whether `other` names the same kind, ignoring the case differences people make
     /// when they write configuration by hand (`kind: namespace`).
     pub fn matches(&self, other: &ResourceKind) -> bool {
         self.api_version.eq_ignore_ascii_case(&other.api_version)
             && self.kind.eq_ignore_ascii_case(&other.kind)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn well_known_kinds_get_the_api_servers_spelling() {
+        assert_eq!(
+            ResourceKind::new("V1", "namespace").canonical(),
+            ResourceKind::namespaces()
+        );
+        let custom = ResourceKind::new("example.com/v1", "widget");
+        assert_eq!(custom.clone().canonical(), custom);
     }
 }
 

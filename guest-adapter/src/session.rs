@@ -85,6 +85,11 @@ impl GuestSession {
         &self.context.policy_id
     }
 
+    /// Forgets pinned answers: the next evaluation in this session sees the latest cache.
+    pub fn reset(&mut self) {
+        self.pinned.clear();
+    }
+
     /// Answers a cluster query: access check, then the (pinned) cached answer.
     pub fn query(&mut self, query: &ClusterQuery) -> Result<Bytes, HostCallError> {
         let kind = query.kind();

@@ -88,10 +88,20 @@ impl GuestSession {
     }
 }
 
+/// Longest guest log message kept; a chatty guest cannot flood the host's log.
+const MAX_LOG_MESSAGE_BYTES: usize = 64 << 10;
+
 /// Re-emits a guest's log line as a host log event, tagged with the policy.
 fn log(policy: &str, event: LogEvent) {
     let fields = serde_json::Value::Object(event.fields);
-    let message = event.message;
+    let mut message = event.message;
+    if message.len() > MAX_LOG_MESSAGE_BYTES {
+        let cut = (0..=MAX_LOG_MESSAGE_BYTES)
+            .rev()
+            .find(|&i| message.is_char_boundary(i))
+            .unwrap_or(0);
+        message.truncate(cut);
+    }
     match event.level.as_str() {
         "trace" => tracing::trace!(target: "policy_log", policy, %fields, "{message}"),
         "debug" => tracing::debug!(target: "policy_log", policy, %fields, "{message}"),

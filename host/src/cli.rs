@@ -81,7 +81,7 @@ struct ServeArgs {
     #[arg(long, env = "POLICY_SERVER_CLUSTER_SNAPSHOT")]
     cluster_snapshot: Option<PathBuf>,
     /// Kubeconfig to reach the Kubernetes API (default: in-cluster or the usual kubeconfig).
-    #[arg(long, env = "KUBECONFIG")]
+    #[arg(long)]
     kubeconfig: Option<PathBuf>,
     /// Largest linear memory of one policy instance, in MiB.
     #[arg(
@@ -126,6 +126,8 @@ fn init_logging(args: &ServeArgs) -> anyhow::Result<()> {
 }
 
 async fn run(args: ServeArgs) -> anyhow::Result<()> {
+    // Installed first, so a SIGTERM during start-up is not fatal.
+    let shutdown = shutdown_signal()?;
     let workers = args.workers.unwrap_or_else(|| {
         std::thread::available_parallelism()
             .map_or(2, |n| n.get())
@@ -191,7 +193,7 @@ async fn run(args: ServeArgs) -> anyhow::Result<()> {
         "listening"
     );
     readiness.set_serving();
-    serve(Listener { socket, tls }, probes, state, shutdown_signal()).await;
+    serve(Listener { socket, tls }, probes, state, shutdown).await;
     tracing::info!("stopped");
     Ok(())
 }
@@ -206,7 +208,8 @@ async fn start_cluster_cache(
         .policies
         .values()
         .flat_map(|policy| &policy.context_aware_resources)
-        .map(|r| ResourceKind::new(&r.api_version, &r.kind))
+        // Cached Lists are named as the API server names them, whatever the grant's case.
+        .map(|r| ResourceKind::new(&r.api_version, &r.kind).canonical())
         .collect();
     if kinds.is_empty() {
         return Ok(None);
@@ -220,12 +223,16 @@ async fn start_cluster_cache(
     Ok(Some(crate::cache::start(kinds, &source).await?))
 }
 
-/// Resolves on SIGTERM (what Kubernetes sends) or Ctrl-C.
-async fn shutdown_signal() {
-    let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .expect("installing the SIGTERM handler");
-    tokio::select! {
-        _ = sigterm.recv() => {}
-        _ = tokio::signal::ctrl_c() => {}
-    }
+/// Resolves on SIGTERM (what Kubernetes sends) or Ctrl-C. The handlers are installed
+/// when this is called, not when the future is first polled.
+fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut sigterm = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    let mut sigint = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+    Ok(async move {
+        tokio::select! {
+            _ = sigterm.recv() => {}
+            _ = sigint.recv() => {}
+        }
+    })
 }

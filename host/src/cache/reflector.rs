@@ -46,7 +46,9 @@ pub async fn reflect(
     state: Arc<ClusterState>,
 ) {
     let api: Api<DynamicObject> = Api::all_with(client, &resource);
-    let stream = watcher::watcher(api, watcher::Config::default()).default_backoff();
+    // MostRecent: a re-list after `410 Gone` must not come from a stale API server cache.
+    let config = watcher::Config::default().list_semantic(watcher::ListSemantic::MostRecent);
+    let stream = watcher::watcher(api, config).default_backoff();
     let mut stream = std::pin::pin!(stream);
     let mut reflector = Reflector::new(kind);
     while let Some(event) = stream.next().await {

@@ -51,6 +51,7 @@ impl Evaluator {
             .acquire_owned()
             .await
             .expect("the worker semaphore is never closed");
+        tracing::debug!(policy = %policy.id, "evaluating");
         let (runtime, policy) = (self.runtime.clone(), policy.clone());
         let task = tokio::task::spawn_blocking(move || {
             let _permit = permit;

@@ -36,17 +36,15 @@ pub fn load_policies(
     let mut policies = HashMap::new();
     for (id, config) in &file.policies {
         let timeout = config.timeout().unwrap_or(options.default_timeout);
-        let settings = config
-            .settings_json()
-            .with_context(|| format!("policy '{id}'"))?
-            .to_string();
+        // Settings that are not JSON fail this policy like any other load error.
+        let settings = config.settings_json().map(|s| s.to_string());
         let mut policy = Policy {
             id: id.as_str().into(),
             mode: config.policy_mode,
             allowed_to_mutate: config.allowed_to_mutate,
             custom_message: config.message.clone(),
             timeout,
-            settings,
+            settings: settings.as_ref().cloned().unwrap_or_default(),
             state: PolicyState::Failed("not loaded yet".into()),
         };
         let access = AccessRules::new(
@@ -56,11 +54,13 @@ pub fn load_policies(
                 .map(|r| ResourceKind::new(&r.api_version, &r.kind)),
         );
         let context = Arc::new(PolicyContext::new(id.as_str(), access, cache.clone()));
-        let loaded = load_one(config, file, runtime, &mut modules).and_then(|module| {
-            let runner = Runner::Wapc { module, context };
-            policy.state = PolicyState::Ready(runner);
-            check_settings(&policy, runtime)
-        });
+        let loaded = settings
+            .and_then(|_| load_one(config, file, runtime, &mut modules))
+            .and_then(|module| {
+                let runner = Runner::Wapc { module, context };
+                policy.state = PolicyState::Ready(runner);
+                check_settings(&policy, runtime)
+            });
         if let Err(err) = loaded {
             if !options.continue_on_errors {
                 return Err(err.context(format!("policy '{id}' cannot be loaded")));

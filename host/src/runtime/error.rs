@@ -35,17 +35,19 @@ impl EvalError {
         timeout: Duration,
         memory_exceeded: Option<usize>,
     ) -> Self {
-        if let Some(limit) = memory_exceeded {
-            return Self::MemoryLimit(limit);
-        }
         if let Some(abi) = err.downcast_ref::<GuestAbiError>() {
             return Self::Protocol(abi.to_string());
         }
-        match err.downcast_ref::<Trap>() {
-            Some(Trap::Interrupt) => Self::Timeout(timeout),
-            Some(Trap::StackOverflow) => Self::StackOverflow,
-            Some(trap) => Self::Trap(trap.to_string()),
-            None => Self::Trap(format!("{err:#}")),
+        let trap = err.downcast_ref::<Trap>();
+        match (trap, memory_exceeded) {
+            (Some(Trap::Interrupt), _) => Self::Timeout(timeout),
+            (Some(Trap::StackOverflow), _) => Self::StackOverflow,
+            // A refused memory growth surfaces as the guest allocator's abort.
+            (Some(Trap::UnreachableCodeReached | Trap::MemoryOutOfBounds) | None, Some(limit)) => {
+                Self::MemoryLimit(limit)
+            }
+            (Some(trap), _) => Self::Trap(trap.to_string()),
+            (None, None) => Self::Trap(format!("{err:#}")),
         }
     }
 }

@@ -68,6 +68,9 @@ pub struct WapcInstance<'r> {
     guest_call: TypedFunc<(i32, i32), i32>,
     runtime: &'r Runtime,
     timeout: Duration,
+    /// The deadline set at instantiation covers start-up and the first call, so one
+    /// evaluation never gets more than its time limit.
+    first_call: bool,
 }
 
 impl<'r> WapcInstance<'r> {
@@ -129,14 +132,19 @@ impl<'r> WapcInstance<'r> {
             guest_call,
             runtime,
             timeout,
+            first_call: true,
         })
     }
 
     /// Runs one waPC operation and returns the guest's response bytes.
     pub fn call(&mut self, operation: &str, payload: Bytes) -> Result<Vec<u8>, EvalError> {
         let memory_limit = self.runtime.config().memory_limit_bytes;
-        self.store
-            .set_epoch_deadline(self.runtime.deadline_ticks(self.timeout));
+        if !std::mem::take(&mut self.first_call) {
+            // A reused instance: a new deadline, and a new look at the cluster cache.
+            self.store
+                .set_epoch_deadline(self.runtime.deadline_ticks(self.timeout));
+            self.store.data_mut().session.reset();
+        }
         let (op_len, payload_len) = (operation.len() as i32, payload.len() as i32);
         self.store.data_mut().exchange = Exchange {
             operation: Bytes::copy_from_slice(operation.as_bytes()),
@@ -156,8 +164,13 @@ impl<'r> WapcInstance<'r> {
                 }
             })?;
         let exchange = std::mem::take(&mut self.store.data_mut().exchange);
-        if outcome == 1 {
-            Ok(exchange.guest_response.unwrap_or_default())
+        // waPC: 0 is failure, anything else success.
+        if outcome != 0 {
+            exchange.guest_response.ok_or_else(|| {
+                EvalError::Protocol(format!(
+                    "`{operation}` succeeded without calling `{GUEST_RESPONSE_FN}`"
+                ))
+            })
         } else {
             Err(EvalError::Guest(exchange.guest_error.unwrap_or_else(
                 || format!("operation `{operation}` failed without an error message"),

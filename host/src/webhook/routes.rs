@@ -35,6 +35,11 @@ impl Readiness {
         self.serving.store(true, Ordering::Release);
     }
 
+    /// Shutting down: tell load balancers to stop sending requests.
+    pub fn set_draining(&self) {
+        self.serving.store(false, Ordering::Release);
+    }
+
     pub fn is_ready(&self) -> bool {
         self.serving.load(Ordering::Acquire) && self.cache.as_ref().is_none_or(|c| c.all_synced())
     }

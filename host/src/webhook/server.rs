@@ -46,12 +46,13 @@ pub async fn serve(
         accept_loops.spawn(accept_loop(
             listener,
             Routes::ProbesOnly,
-            state,
+            state.clone(),
             graceful.clone(),
         ));
     }
     shutdown.await;
     tracing::info!("shutting down: no new connections, finishing requests in flight");
+    state.readiness.set_draining();
     accept_loops.abort_all();
     while accept_loops.join_next().await.is_some() {}
     let graceful = Arc::into_inner(graceful).expect("the accept loops have ended");
