@@ -19,6 +19,8 @@ pub struct Wasm {
     pub unique_ingress_host: PathBuf,
     /// plain wapc-guest, wasm32-wasip1: lists namespaces with a bare host call.
     pub service_namespace_label: PathBuf,
+    /// wit-bindgen component, wasm32-wasip2: the twin of `service_namespace_label`.
+    pub service_namespace_label_component: PathBuf,
     /// test-only, wasm32-wasip1: misbehaves as its settings say.
     pub misbehaving: PathBuf,
 }
@@ -33,7 +35,7 @@ pub fn repo_root() -> &'static Path {
 pub fn wasm() -> &'static Wasm {
     static WASM: OnceLock<Wasm> = OnceLock::new();
     WASM.get_or_init(|| {
-        install_targets(&["wasm32-wasip1", "wasm32-unknown-unknown"]);
+        install_targets(&["wasm32-wasip1", "wasm32-unknown-unknown", "wasm32-wasip2"]);
         let examples = repo_root().join("examples");
         let test_policies = repo_root().join("tests/policies");
         cargo_build(
@@ -47,6 +49,11 @@ pub fn wasm() -> &'static Wasm {
             ],
         );
         cargo_build(&examples, "wasm32-unknown-unknown", &["default-labels"]);
+        cargo_build(
+            &examples,
+            "wasm32-wasip2",
+            &["service-namespace-label-component"],
+        );
         cargo_build(&test_policies, "wasm32-wasip1", &["misbehaving"]);
         let module = |dir: &Path, target: &str, name: &str| {
             let path = dir.join(format!("target/{target}/release/{name}.wasm"));
@@ -59,6 +66,11 @@ pub fn wasm() -> &'static Wasm {
             deny_latest_tag: module(&examples, "wasm32-wasip1", "deny_latest_tag"),
             unique_ingress_host: module(&examples, "wasm32-wasip1", "unique_ingress_host"),
             service_namespace_label: module(&examples, "wasm32-wasip1", "service_namespace_label"),
+            service_namespace_label_component: module(
+                &examples,
+                "wasm32-wasip2",
+                "service_namespace_label_component",
+            ),
             misbehaving: module(&test_policies, "wasm32-wasip1", "misbehaving"),
         }
     })

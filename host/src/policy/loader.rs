@@ -9,9 +9,10 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use guest_adapter::{AccessRules, ClusterCache, PolicyContext, ResourceKind};
 
-use super::{Policy, PolicyState, Runner};
+use super::{Compiled, Policy, PolicyState, Runner};
 use crate::config::{PoliciesFile, PolicyConfig};
 use crate::runtime::Runtime;
+use crate::runtime::component::ComponentModule;
 use crate::runtime::metadata::{self, BinaryKind, ExecutionMode};
 use crate::runtime::wapc::WapcModule;
 
@@ -32,7 +33,7 @@ pub fn load_policies(
     cache: Arc<dyn ClusterCache>,
     options: &LoadOptions,
 ) -> anyhow::Result<HashMap<String, Arc<Policy>>> {
-    let mut modules: HashMap<PathBuf, Arc<WapcModule>> = HashMap::new();
+    let mut modules: HashMap<PathBuf, Compiled> = HashMap::new();
     let mut policies = HashMap::new();
     for (id, config) in &file.policies {
         let timeout = config.timeout().unwrap_or(options.default_timeout);
@@ -56,8 +57,8 @@ pub fn load_policies(
         let context = Arc::new(PolicyContext::new(id.as_str(), access, cache.clone()));
         let loaded = settings
             .and_then(|_| load_one(config, file, runtime, &mut modules))
-            .and_then(|module| {
-                let runner = Runner::Wapc { module, context };
+            .and_then(|compiled| {
+                let runner = Runner::new(compiled, context);
                 policy.state = PolicyState::Ready(runner);
                 check_settings(&policy, runtime)
             });
@@ -80,8 +81,8 @@ fn load_one(
     config: &PolicyConfig,
     file: &PoliciesFile,
     runtime: &Runtime,
-    modules: &mut HashMap<PathBuf, Arc<WapcModule>>,
-) -> anyhow::Result<Arc<WapcModule>> {
+    modules: &mut HashMap<PathBuf, Compiled>,
+) -> anyhow::Result<Compiled> {
     let path = config.module_path(&file.dir)?;
     let path = path
         .canonicalize()
@@ -93,12 +94,6 @@ fn load_one(
                 .with_context(|| format!("cannot read module {}", path.display()))?;
             let (kind, metadata) =
                 metadata::inspect(&bytes).with_context(|| format!("module {}", path.display()))?;
-            if kind == BinaryKind::Component {
-                bail!(
-                    "module {} is a WebAssembly component; this server runs waPC modules",
-                    path.display()
-                );
-            }
             if let Some(mode) = metadata.and_then(|m| m.execution_mode)
                 && mode != ExecutionMode::KubewardenWapc
             {
@@ -110,10 +105,17 @@ fn load_one(
                 );
             }
             let started = std::time::Instant::now();
-            let module = Arc::new(
-                WapcModule::compile(runtime, &bytes)
-                    .with_context(|| format!("cannot compile module {}", path.display()))?,
-            );
+            // A component is told from a core module by its bytes: no field in policies.yml.
+            let module = match kind {
+                BinaryKind::CoreModule => Compiled::Wapc(Arc::new(
+                    WapcModule::compile(runtime, &bytes)
+                        .with_context(|| format!("cannot compile module {}", path.display()))?,
+                )),
+                BinaryKind::Component => Compiled::Component(Arc::new(
+                    ComponentModule::compile(runtime, &bytes)
+                        .with_context(|| format!("cannot compile component {}", path.display()))?,
+                )),
+            };
             tracing::info!(module = %path.display(), elapsed = ?started.elapsed(), "compiled");
             modules.insert(path, module.clone());
             module

@@ -19,6 +19,7 @@ pub use evaluator::Evaluator;
 pub use loader::{LoadOptions, load_policies};
 pub use verdict::{GuestVerdict, SettingsVerdict};
 
+use crate::runtime::component::ComponentModule;
 use crate::runtime::wapc::WapcModule;
 use crate::runtime::{EvalError, Runtime};
 
@@ -46,6 +47,26 @@ enum Runner {
         module: Arc<WapcModule>,
         context: Arc<PolicyContext>,
     },
+    Component {
+        module: Arc<ComponentModule>,
+        context: Arc<PolicyContext>,
+    },
+}
+
+/// A compiled policy binary, shared by every policy that uses the same file.
+#[derive(Clone)]
+pub(crate) enum Compiled {
+    Wapc(Arc<WapcModule>),
+    Component(Arc<ComponentModule>),
+}
+
+impl Runner {
+    fn new(compiled: Compiled, context: Arc<PolicyContext>) -> Self {
+        match compiled {
+            Compiled::Wapc(module) => Self::Wapc { module, context },
+            Compiled::Component(module) => Self::Component { module, context },
+        }
+    }
 }
 
 impl Policy {
@@ -63,41 +84,83 @@ impl Policy {
         runtime: &Runtime,
         request: &RawValue,
     ) -> Result<GuestVerdict, EvalError> {
-        let payload = format!(
-            r#"{{"request":{},"settings":{}}}"#,
-            request.get(),
-            self.settings
-        );
-        let answer = self.call(runtime, "validate", Bytes::from(payload))?;
-        serde_json::from_slice(&answer).map_err(|e| EvalError::BadAnswer(e.to_string()))
+        match self.runner()? {
+            Runner::Wapc { module, context } => {
+                let payload = format!(
+                    r#"{{"request":{},"settings":{}}}"#,
+                    request.get(),
+                    self.settings
+                );
+                let payload = Bytes::from(payload);
+                let answer =
+                    module.call(runtime, context.clone(), self.timeout, "validate", payload)?;
+                serde_json::from_slice(&answer).map_err(|e| EvalError::BadAnswer(e.to_string()))
+            }
+            Runner::Component { module, context } => {
+                let verdict = module.validate(
+                    runtime,
+                    context.clone(),
+                    self.timeout,
+                    request.get(),
+                    &self.settings,
+                )?;
+                GuestVerdict::try_from(verdict)
+            }
+        }
     }
 
     /// Runs `validate_settings` on this policy's settings.
     pub fn validate_settings(&self, runtime: &Runtime) -> Result<SettingsVerdict, EvalError> {
-        let answer = self.call(
-            runtime,
-            "validate_settings",
-            Bytes::from(self.settings.clone()),
-        )?;
-        serde_json::from_slice(&answer).map_err(|e| EvalError::BadAnswer(e.to_string()))
-    }
-
-    /// Runs `protocol_version`; `None` if the guest does not implement it.
-    pub fn protocol_version(&self, runtime: &Runtime) -> Option<String> {
-        let answer = self.call(runtime, "protocol_version", Bytes::new()).ok()?;
-        serde_json::from_slice(&answer).ok()
-    }
-
-    fn call(
-        &self,
-        runtime: &Runtime,
-        operation: &str,
-        payload: Bytes,
-    ) -> Result<Vec<u8>, EvalError> {
-        match &self.state {
-            PolicyState::Ready(Runner::Wapc { module, context }) => {
-                module.call(runtime, context.clone(), self.timeout, operation, payload)
+        match self.runner()? {
+            Runner::Wapc { module, context } => {
+                let payload = Bytes::from(self.settings.clone());
+                let answer = module.call(
+                    runtime,
+                    context.clone(),
+                    self.timeout,
+                    "validate_settings",
+                    payload,
+                )?;
+                serde_json::from_slice(&answer).map_err(|e| EvalError::BadAnswer(e.to_string()))
             }
+            Runner::Component { module, context } => {
+                let verdict = module.validate_settings(
+                    runtime,
+                    context.clone(),
+                    self.timeout,
+                    &self.settings,
+                )?;
+                Ok(SettingsVerdict {
+                    valid: verdict.valid,
+                    message: verdict.message,
+                })
+            }
+        }
+    }
+
+    /// Runs `protocol_version`; `None` if the guest does not implement it. Components
+    /// have no such operation: the version of the WIT package they target says it.
+    pub fn protocol_version(&self, runtime: &Runtime) -> Option<String> {
+        match self.runner().ok()? {
+            Runner::Wapc { module, context } => {
+                let answer = module
+                    .call(
+                        runtime,
+                        context.clone(),
+                        self.timeout,
+                        "protocol_version",
+                        Bytes::new(),
+                    )
+                    .ok()?;
+                serde_json::from_slice(&answer).ok()
+            }
+            Runner::Component { .. } => None,
+        }
+    }
+
+    fn runner(&self) -> Result<&Runner, EvalError> {
+        match &self.state {
+            PolicyState::Ready(runner) => Ok(runner),
             PolicyState::Failed(reason) => Err(EvalError::NotLoaded(reason.clone())),
         }
     }

@@ -27,3 +27,32 @@ pub struct SettingsVerdict {
     #[serde(default)]
     pub message: Option<String>,
 }
+
+impl TryFrom<crate::runtime::component::Verdict> for GuestVerdict {
+    type Error = crate::runtime::EvalError;
+
+    /// The typed verdict of a component, in the shape legacy policies answer with.
+    fn try_from(verdict: crate::runtime::component::Verdict) -> Result<Self, Self::Error> {
+        let mutated_object = verdict
+            .mutated_object
+            .map(|json| serde_json::from_str(&json))
+            .transpose()
+            .map_err(|e| {
+                crate::runtime::EvalError::BadAnswer(format!("mutated-object is not JSON: {e}"))
+            })?;
+        Ok(Self {
+            accepted: verdict.accepted,
+            message: verdict.message,
+            code: verdict.code,
+            mutated_object,
+            warnings: Some(verdict.warnings).filter(|w| !w.is_empty()),
+            audit_annotations: Some(
+                verdict
+                    .audit_annotations
+                    .into_iter()
+                    .collect::<BTreeMap<_, _>>(),
+            )
+            .filter(|a| !a.is_empty()),
+        })
+    }
+}

@@ -43,11 +43,15 @@ pub struct Runtime {
 
 impl Runtime {
     pub fn new(config: RuntimeConfig) -> anyhow::Result<Self> {
+        // A component is several core instances (its own, WASI adapters, shims), each
+        // with tables and maybe a memory: size the pool for components, not modules.
+        let instances = config.max_concurrent_instances;
         let mut pooling = PoolingAllocationConfig::default();
         pooling
-            .total_core_instances(config.max_concurrent_instances)
-            .total_memories(config.max_concurrent_instances)
-            .total_tables(config.max_concurrent_instances)
+            .total_component_instances(instances)
+            .total_core_instances(instances * 16)
+            .total_memories(instances * 4)
+            .total_tables(instances * 16)
             .max_memory_size(config.memory_limit_bytes)
             // Large guests (SDK-built policies with many functions) need more than the
             // defaults; these are reservations of address space, not of memory.

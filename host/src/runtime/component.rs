@@ -1,0 +1,160 @@
+//! The component runner: policies built as WASI components against `wit/`, on the same
+//! engine, limits and cluster cache as legacy policies.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use guest_adapter::{ClusterQuery, GuestSession, HostCallError, PolicyContext, ResourceKind};
+use wasmtime::component::{Component, HasSelf, Linker, ResourceTable};
+use wasmtime::{Engine, Store};
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+
+use super::limits::MemoryCap;
+use super::{EvalError, Runtime};
+
+wasmtime::component::bindgen!({
+    path: "../wit",
+    world: "policy",
+});
+
+use policy_server::policy::cluster_context;
+
+/// A compiled component policy, linked and ready to be instantiated.
+pub struct ComponentModule {
+    pre: PolicyPre<ComponentState>,
+}
+
+impl ComponentModule {
+    pub fn compile(runtime: &Runtime, bytes: &[u8]) -> anyhow::Result<Self> {
+        let component = Component::new(runtime.engine(), bytes).map_err(anyhow::Error::from)?;
+        let linker = component_linker(runtime.engine())?;
+        let pre = linker
+            .instantiate_pre(&component)
+            .map_err(anyhow::Error::from)
+            .context("the component imports something this host does not provide")?;
+        let pre = PolicyPre::new(pre)
+            .map_err(anyhow::Error::from)
+            .context("the component does not implement the `policy` world of wit/")?;
+        Ok(Self { pre })
+    }
+
+    /// Runs `validate` in a fresh instance.
+    pub fn validate(
+        &self,
+        runtime: &Runtime,
+        context: Arc<PolicyContext>,
+        timeout: Duration,
+        request: &str,
+        settings: &str,
+    ) -> Result<Verdict, EvalError> {
+        self.run(runtime, context, timeout, |bindings, store| {
+            bindings.call_validate(store, request, settings)
+        })
+    }
+
+    /// Runs `validate-settings` in a fresh instance.
+    pub fn validate_settings(
+        &self,
+        runtime: &Runtime,
+        context: Arc<PolicyContext>,
+        timeout: Duration,
+        settings: &str,
+    ) -> Result<SettingsVerdict, EvalError> {
+        self.run(runtime, context, timeout, |bindings, store| {
+            bindings.call_validate_settings(store, settings)
+        })
+    }
+
+    fn run<R>(
+        &self,
+        runtime: &Runtime,
+        context: Arc<PolicyContext>,
+        timeout: Duration,
+        call: impl FnOnce(&Policy, &mut Store<ComponentState>) -> wasmtime::Result<R>,
+    ) -> Result<R, EvalError> {
+        let memory_limit = runtime.config().memory_limit_bytes;
+        let mut store = Store::new(
+            runtime.engine(),
+            ComponentState {
+                session: GuestSession::new(context),
+                // Nothing from the host: no files, no environment, no network.
+                wasi: WasiCtx::builder().build(),
+                table: ResourceTable::new(),
+                limits: MemoryCap::new(memory_limit),
+            },
+        );
+        store.limiter(|state| &mut state.limits);
+        store.epoch_deadline_trap();
+        store.set_epoch_deadline(runtime.deadline_ticks(timeout));
+        let fail = |store: &Store<ComponentState>, err: wasmtime::Error| {
+            let exceeded = store.data().limits.exceeded().then_some(memory_limit);
+            EvalError::from_wasm(err, timeout, exceeded)
+        };
+        let bindings = self
+            .pre
+            .instantiate(&mut store)
+            .map_err(|e| match fail(&store, e) {
+                EvalError::Trap(reason) => EvalError::Instantiate(reason),
+                other => other,
+            })?;
+        call(&bindings, &mut store).map_err(|e| fail(&store, e))
+    }
+}
+
+/// Per-instance host state of a component.
+pub struct ComponentState {
+    session: GuestSession,
+    wasi: WasiCtx,
+    table: ResourceTable,
+    limits: MemoryCap,
+}
+
+impl WasiView for ComponentState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+/// `cluster-context`: typed calls onto the same queries, access rules and snapshots as
+/// the legacy host calls.
+impl cluster_context::Host for ComponentState {
+    fn list_namespaces(&mut self) -> Result<String, cluster_context::Error> {
+        list(&mut self.session, ResourceKind::namespaces())
+    }
+
+    fn list_services(&mut self) -> Result<String, cluster_context::Error> {
+        list(&mut self.session, ResourceKind::services())
+    }
+
+    fn list_ingresses(&mut self) -> Result<String, cluster_context::Error> {
+        list(&mut self.session, ResourceKind::ingresses())
+    }
+}
+
+fn list(session: &mut GuestSession, kind: ResourceKind) -> Result<String, cluster_context::Error> {
+    let answer = session
+        .query(&ClusterQuery::ListAll(kind))
+        .map_err(|err| match &err {
+            HostCallError::NotAllowed { .. } => cluster_context::Error::NotAllowed(err.to_string()),
+            HostCallError::Cache { .. } => cluster_context::Error::Unavailable(err.to_string()),
+            HostCallError::Unknown { .. } | HostCallError::MalformedPayload { .. } => {
+                cluster_context::Error::Invalid(err.to_string())
+            }
+        })?;
+    // Cached Lists are serialized from JSON values, so they are always UTF-8.
+    String::from_utf8(answer.to_vec())
+        .map_err(|e| cluster_context::Error::Unavailable(format!("cached List is not UTF-8: {e}")))
+}
+
+fn component_linker(engine: &Engine) -> anyhow::Result<Linker<ComponentState>> {
+    let mut linker = Linker::new(engine);
+    // Components built by Rust for wasm32-wasip2 import wasi:cli and wasi:io even when
+    // unused; the context behind them is empty.
+    wasmtime_wasi::p2::add_to_linker_sync(&mut linker)?;
+    Policy::add_to_linker::<_, HasSelf<_>>(&mut linker, |state| state)?;
+    Ok(linker)
+}

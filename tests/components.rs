@@ -1,0 +1,151 @@
+//! End to end: a component policy (WIT world `policy`, wasm32-wasip2) beside its legacy
+//! waPC twin, in the same server, reading the same cache.
+
+use policy_server_e2e::fake_apiserver::{FakeApiServer, NAMESPACES};
+use policy_server_e2e::requests::review;
+use policy_server_e2e::{ServerBuilder, wasm};
+use serde_json::{Value, json};
+
+fn builder(policies_yml: String) -> ServerBuilder {
+    ServerBuilder::new(env!("CARGO_BIN_EXE_policy-server"), policies_yml)
+}
+
+const GRANT_NAMESPACES: &str =
+    "  contextAwareResources:\n    - apiVersion: v1\n      kind: Namespace\n";
+
+fn twin(id: &str, module: &std::path::Path, grant: &str) -> String {
+    format!(
+        "{id}:\n  module: {}\n{grant}  settings:\n    namespace_label: services-allowed\n",
+        module.display()
+    )
+}
+
+fn twins(grant: &str) -> String {
+    [
+        twin("legacy", &wasm().service_namespace_label, grant),
+        twin(
+            "component",
+            &wasm().service_namespace_label_component,
+            grant,
+        ),
+    ]
+    .concat()
+}
+
+fn service(name: &str, namespace: &str) -> Value {
+    json!({"apiVersion": "v1", "kind": "Service",
+           "metadata": {"name": name, "namespace": namespace}, "spec": {"ports": [{"port": 80}]}})
+}
+
+/// The parts of a response that make the verdict.
+fn verdict(response: &Value) -> Value {
+    json!({"allowed": response["allowed"], "status": response["status"]})
+}
+
+fn snapshot() -> String {
+    policy_server_e2e::build::repo_root()
+        .join("examples/cluster-snapshot.yaml")
+        .display()
+        .to_string()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_component_gives_the_same_verdicts_as_its_legacy_twin() {
+    let server = builder(twins(GRANT_NAMESPACES))
+        .arg("--cluster-snapshot")
+        .arg(snapshot())
+        .start();
+    let requests = [
+        review(service("api", "default")),
+        review(service("api", "team-a")),
+        review(service("api", "nowhere")),
+        review(
+            json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c", "namespace": "team-a"}}),
+        ),
+    ];
+    let mut seen = Vec::new();
+    for request in &requests {
+        let legacy = server.validate("legacy", request).await;
+        let component = server.validate("component", request).await;
+        assert_eq!(verdict(&component), verdict(&legacy), "request {request}");
+        seen.push(legacy["allowed"].as_bool().unwrap());
+    }
+    assert_eq!(
+        seen,
+        [true, false, false, true],
+        "the requests cover both verdicts"
+    );
+    let rejected = server.validate("component", &requests[1]).await;
+    assert_eq!(rejected["status"]["code"], 403);
+    assert_eq!(
+        rejected["status"]["message"],
+        "Services may only be created in namespaces labelled services-allowed; team-a is not"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_denied_context_read_reads_the_same_in_both_call_styles() {
+    // Another policy grants namespaces, so the cache holds them; the twins may not read them.
+    let yml = [
+        twins(""),
+        twin("granted", &wasm().service_namespace_label, GRANT_NAMESPACES),
+    ]
+    .concat();
+    let server = builder(yml)
+        .arg("--cluster-snapshot")
+        .arg(snapshot())
+        .start();
+    let request = review(service("api", "default"));
+    let legacy = server.validate("legacy", &request).await;
+    let component = server.validate("component", &request).await;
+    let denial = |id: &str| {
+        format!(
+            "policy '{id}' is not allowed to read v1/Namespace: grant it in the policy's contextAwareResources"
+        )
+    };
+    let legacy_message = legacy["status"]["message"].as_str().unwrap();
+    let component_message = component["status"]["message"].as_str().unwrap();
+    assert!(
+        legacy_message.ends_with(&denial("legacy")),
+        "{legacy_message}"
+    );
+    assert!(
+        component_message.ends_with(&denial("component")),
+        "{component_message}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn both_styles_follow_the_live_cache() {
+    let fake = FakeApiServer::start().await;
+    fake.apply(
+        NAMESPACES,
+        json!({"metadata": {"name": "default", "labels": {"services-allowed": "1"}}}),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = dir.path().join("kubeconfig");
+    std::fs::write(&kubeconfig, fake.kubeconfig()).unwrap();
+    let builder = builder(twins(GRANT_NAMESPACES))
+        .arg("--kubeconfig")
+        .arg(kubeconfig.display().to_string());
+    let server = tokio::task::block_in_place(|| builder.start());
+
+    fake.apply(
+        NAMESPACES,
+        json!({"metadata": {"name": "fresh", "labels": {"services-allowed": "1"}}}),
+    );
+    let request = review(service("api", "fresh"));
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let legacy = server.validate("legacy", &request).await;
+        let component = server.validate("component", &request).await;
+        if legacy["allowed"] == true && component["allowed"] == true {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the new namespace was not seen: legacy {legacy}, component {component}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
