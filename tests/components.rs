@@ -149,3 +149,76 @@ async fn both_styles_follow_the_live_cache() {
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
 }
+
+fn behaving(id: &str, module: &std::path::Path, behaviour: &str, extra: &str) -> String {
+    format!(
+        "{id}:\n  module: {}\n{extra}  settings:\n    behaviour: \"{behaviour}\"\n",
+        module.display()
+    )
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn both_call_styles_get_byte_identical_lists() {
+    let yml = [
+        behaving(
+            "legacy",
+            &wasm().misbehaving,
+            "echo:namespaces",
+            GRANT_NAMESPACES,
+        ),
+        behaving(
+            "component",
+            &wasm().misbehaving_component,
+            "echo:namespaces",
+            GRANT_NAMESPACES,
+        ),
+    ]
+    .concat();
+    let server = builder(yml)
+        .arg("--cluster-snapshot")
+        .arg(snapshot())
+        .start();
+    let request = review(service("api", "default"));
+    let legacy = server.validate("legacy", &request).await;
+    let component = server.validate("component", &request).await;
+    let legacy_list = legacy["status"]["message"].as_str().unwrap();
+    let component_list = component["status"]["message"].as_str().unwrap();
+    assert_eq!(legacy_list, component_list);
+    let list: Value = serde_json::from_str(legacy_list).unwrap();
+    assert_eq!(list["kind"], "NamespaceList");
+    assert_eq!(list["items"].as_array().unwrap().len(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_misbehaving_component_is_contained_like_a_legacy_policy() {
+    let component = &wasm().misbehaving_component;
+    let yml = [
+        behaving("trap", component, "trap", ""),
+        behaving("spin", component, "loop", "  timeoutEvalSeconds: 1\n"),
+        behaving("grab", component, "grab_memory", ""),
+        behaving("fine", component, "accept", ""),
+    ]
+    .concat();
+    let server = builder(yml)
+        .arg("--policy-memory-limit-mib")
+        .arg("64")
+        .start();
+    let expectations = [
+        ("trap", "wasm `unreachable` instruction executed"),
+        ("spin", "policy evaluation timed out after 1s"),
+        ("grab", "policy exceeded its memory limit of 64 MiB"),
+    ];
+    for (id, expected) in expectations {
+        let response = server
+            .validate(id, &review(service("api", "default")))
+            .await;
+        assert_eq!(response["allowed"], false, "{id}: {response}");
+        assert_eq!(response["status"]["code"], 500, "{id}: {response}");
+        let message = response["status"]["message"].as_str().unwrap();
+        assert!(message.contains(expected), "{id}: {message}");
+        let fine = server
+            .validate("fine", &review(service("api", "default")))
+            .await;
+        assert_eq!(fine["allowed"], true, "after {id}: {fine}");
+    }
+}

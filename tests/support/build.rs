@@ -23,6 +23,8 @@ pub struct Wasm {
     pub service_namespace_label_component: PathBuf,
     /// test-only, wasm32-wasip1: misbehaves as its settings say.
     pub misbehaving: PathBuf,
+    /// test-only, wasm32-wasip2: the component that misbehaves as its settings say.
+    pub misbehaving_component: PathBuf,
 }
 
 pub fn repo_root() -> &'static Path {
@@ -55,6 +57,7 @@ pub fn wasm() -> &'static Wasm {
             &["service-namespace-label-component"],
         );
         cargo_build(&test_policies, "wasm32-wasip1", &["misbehaving"]);
+        cargo_build(&test_policies, "wasm32-wasip2", &["misbehaving-component"]);
         let module = |dir: &Path, target: &str, name: &str| {
             let path = dir.join(format!("target/{target}/release/{name}.wasm"));
             assert!(path.is_file(), "{} was not built", path.display());
@@ -72,6 +75,7 @@ pub fn wasm() -> &'static Wasm {
                 "service_namespace_label_component",
             ),
             misbehaving: module(&test_policies, "wasm32-wasip1", "misbehaving"),
+            misbehaving_component: module(&test_policies, "wasm32-wasip2", "misbehaving_component"),
         }
     })
 }
