@@ -1,13 +1,18 @@
 //! Per-evaluation cost of a legacy policy, in process: a fresh instance per evaluation
 //! (what the server does) against one instance reused for every evaluation.
 //!
+//! Then the context-aware twins, `service-namespace-label` as a legacy module and as a
+//! component, each reading namespaces from the cache, in fresh instances.
+//!
 //! `cargo bench -p policy-server --bench evaluation` prints p50/p99/mean of each.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use guest_adapter::{AccessRules, NoCluster, PolicyContext};
+use guest_adapter::{AccessRules, NoCluster, PolicyContext, ResourceKind};
+use policy_server::cache::{ClusterState, snapshot_file};
+use policy_server::runtime::component::ComponentModule;
 use policy_server::runtime::wapc::{WapcInstance, WapcModule};
 use policy_server::runtime::{Runtime, RuntimeConfig};
 use policy_server_e2e::requests::{pod, review};
@@ -87,6 +92,55 @@ fn main() -> anyhow::Result<()> {
             fresh.mean - reused.mean
         );
     }
+
+    let snapshot = policy_server_e2e::build::repo_root().join("examples/cluster-snapshot.yaml");
+    let state = Arc::new(ClusterState::new([ResourceKind::namespaces()]));
+    state.publish_all(snapshot_file::load(&snapshot)?);
+    let context = Arc::new(PolicyContext::new(
+        "bench",
+        AccessRules::new([ResourceKind::namespaces()]),
+        state,
+    ));
+    let service = review(json!({"apiVersion": "v1", "kind": "Service",
+        "metadata": {"name": "api", "namespace": "default"}}));
+    let request = service["request"].to_string();
+    let settings = json!({"namespace_label": "services-allowed"}).to_string();
+    let legacy = WapcModule::compile(&runtime, &std::fs::read(&wasm.service_namespace_label)?)?;
+    let payload = Bytes::from(format!(r#"{{"request":{request},"settings":{settings}}}"#));
+    let legacy_stats = measure(|| {
+        legacy
+            .call(
+                &runtime,
+                context.clone(),
+                TIMEOUT,
+                "validate",
+                payload.clone(),
+            )
+            .expect("evaluation");
+    });
+    let component = ComponentModule::compile(
+        &runtime,
+        &std::fs::read(&wasm.service_namespace_label_component)?,
+    )?;
+    let component_stats = measure(|| {
+        let verdict = component
+            .validate(&runtime, context.clone(), TIMEOUT, &request, &settings)
+            .expect("evaluation");
+        assert!(verdict.accepted);
+    });
+    for (name, stats) in [
+        ("service-namespace-label (waPC)", &legacy_stats),
+        ("service-namespace-label (component)", &component_stats),
+    ] {
+        println!(
+            "{name:<40} {:>12} {:>10.1} {:>10.1} {:>10.1}",
+            "fresh", stats.p50, stats.p99, stats.mean
+        );
+    }
+    println!(
+        "component / waPC (p50): {:.2}",
+        component_stats.p50 / legacy_stats.p50
+    );
     Ok(())
 }
 
