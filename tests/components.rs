@@ -222,3 +222,73 @@ async fn a_misbehaving_component_is_contained_like_a_legacy_policy() {
         assert_eq!(fine["allowed"], true, "after {id}: {fine}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_ingress_component_gives_the_same_verdicts_as_its_legacy_twin() {
+    let grant =
+        "  contextAwareResources:\n    - apiVersion: networking.k8s.io/v1\n      kind: Ingress\n";
+    let yml = format!(
+        "legacy:\n  module: {}\n{grant}component:\n  module: {}\n{grant}",
+        wasm().unique_ingress_host.display(),
+        wasm().unique_ingress_host_component.display()
+    );
+    let server = builder(yml)
+        .arg("--cluster-snapshot")
+        .arg(snapshot())
+        .start();
+    let ingress = |name: &str, namespace: &str, host: &str| {
+        review(
+            json!({"apiVersion": "networking.k8s.io/v1", "kind": "Ingress",
+            "metadata": {"name": name, "namespace": namespace},
+            "spec": {"rules": [{"host": host}]}}),
+        )
+    };
+    let requests = [
+        ingress("shop-v2", "team-a", "shop.example.com"),
+        ingress("web", "default", "shop.example.com"),
+        ingress("blog", "team-a", "blog.example.com"),
+    ];
+    let mut allowed = Vec::new();
+    for request in &requests {
+        let legacy = server.validate("legacy", request).await;
+        let component = server.validate("component", request).await;
+        assert_eq!(verdict(&component), verdict(&legacy), "request {request}");
+        allowed.push(legacy["allowed"].as_bool().unwrap());
+    }
+    assert_eq!(allowed, [false, true, true]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_mutating_component_gives_the_same_patch_as_its_legacy_twin() {
+    let settings = "  allowedToMutate: true\n  settings:\n    labels: {team: unassigned, tier: \"ünïcode-☃\"}\n";
+    let yml = format!(
+        "legacy:\n  module: {}\n{settings}component:\n  module: {}\n{settings}",
+        wasm().default_labels.display(),
+        wasm().default_labels_component.display()
+    );
+    let server = builder(yml).start();
+    let pod = |labels: Value| {
+        review(json!({"apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": "web", "namespace": "default", "labels": labels},
+            "spec": {"containers": [{"name": "c", "image": "nginx:1.27"}]}}))
+    };
+    for request in [
+        pod(json!({"team": "a"})),
+        pod(json!({"team": "a", "tier": "b"})),
+    ] {
+        let legacy = server.validate("legacy", &request).await;
+        let component = server.validate("component", &request).await;
+        for field in ["allowed", "patchType", "patch", "warnings", "status"] {
+            assert_eq!(
+                component[field], legacy[field],
+                "{field}: legacy {legacy}, component {component}"
+            );
+        }
+    }
+    let mutated = server.validate("component", &pod(json!({}))).await;
+    assert_eq!(mutated["patchType"], "JSONPatch");
+    assert_eq!(
+        mutated["warnings"],
+        json!(["added label team=unassigned", "added label tier=ünïcode-☃"])
+    );
+}

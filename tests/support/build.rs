@@ -21,6 +21,10 @@ pub struct Wasm {
     pub service_namespace_label: PathBuf,
     /// wit-bindgen component, wasm32-wasip2: the twin of `service_namespace_label`.
     pub service_namespace_label_component: PathBuf,
+    /// wit-bindgen component, wasm32-wasip2: the twin of `unique_ingress_host`.
+    pub unique_ingress_host_component: PathBuf,
+    /// wit-bindgen component, wasm32-wasip2: the twin of `default_labels` (mutating).
+    pub default_labels_component: PathBuf,
     /// test-only, wasm32-wasip1: misbehaves as its settings say.
     pub misbehaving: PathBuf,
     /// test-only, wasm32-wasip2: the component that misbehaves as its settings say.
@@ -54,7 +58,11 @@ pub fn wasm() -> &'static Wasm {
         cargo_build(
             &examples,
             "wasm32-wasip2",
-            &["service-namespace-label-component"],
+            &[
+                "service-namespace-label-component",
+                "unique-ingress-host-component",
+                "default-labels-component",
+            ],
         );
         cargo_build(&test_policies, "wasm32-wasip1", &["misbehaving"]);
         cargo_build(&test_policies, "wasm32-wasip2", &["misbehaving-component"]);
@@ -73,6 +81,16 @@ pub fn wasm() -> &'static Wasm {
                 &examples,
                 "wasm32-wasip2",
                 "service_namespace_label_component",
+            ),
+            unique_ingress_host_component: module(
+                &examples,
+                "wasm32-wasip2",
+                "unique_ingress_host_component",
+            ),
+            default_labels_component: module(
+                &examples,
+                "wasm32-wasip2",
+                "default_labels_component",
             ),
             misbehaving: module(&test_policies, "wasm32-wasip1", "misbehaving"),
             misbehaving_component: module(&test_policies, "wasm32-wasip2", "misbehaving_component"),
