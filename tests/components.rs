@@ -292,3 +292,18 @@ async fn the_mutating_component_gives_the_same_patch_as_its_legacy_twin() {
         json!(["added label team=unassigned", "added label tier=ünïcode-☃"])
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn component_settings_are_validated_at_start_up() {
+    let yml = format!(
+        "broken:\n  module: {}\n  settings:\n    labels: {{}}\n",
+        wasm().default_labels_component.display()
+    );
+    let (status, output) = builder(yml).start_expecting_failure();
+    assert!(!status.success());
+    assert!(output.contains("policy 'broken'"), "{output}");
+    assert!(
+        output.contains("Policy settings are invalid: labels must contain at least one label"),
+        "{output}"
+    );
+}
