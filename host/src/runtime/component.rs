@@ -18,7 +18,8 @@ wasmtime::component::bindgen!({
     world: "policy",
 });
 
-use policy_server::policy::cluster_context;
+// `self::`: the WIT package namespace `policy-server` is also this crate's name.
+use self::policy_server::policy::cluster_context;
 
 /// A compiled component policy, linked and ready to be instantiated.
 pub struct ComponentModule {
