@@ -10,7 +10,7 @@ use wasmtime::component::{Component, HasSelf, Linker, ResourceTable};
 use wasmtime::{Engine, Store};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
-use super::limits::MemoryCap;
+use super::limits::{Limited, MemoryCap, guarded_store, guest_error, instantiation_error};
 use super::{EvalError, Runtime};
 
 wasmtime::component::bindgen!({
@@ -74,32 +74,19 @@ impl ComponentModule {
         timeout: Duration,
         call: impl FnOnce(&Policy, &mut Store<ComponentState>) -> wasmtime::Result<R>,
     ) -> Result<R, EvalError> {
-        let memory_limit = runtime.config().memory_limit_bytes;
-        let mut store = Store::new(
-            runtime.engine(),
-            ComponentState {
-                session: GuestSession::new(context),
-                // Nothing from the host: no files, no environment, no network.
-                wasi: WasiCtx::builder().build(),
-                table: ResourceTable::new(),
-                limits: MemoryCap::new(memory_limit),
-            },
-        );
-        store.limiter(|state| &mut state.limits);
-        store.epoch_deadline_trap();
-        store.set_epoch_deadline(runtime.deadline_ticks(timeout));
-        let fail = |store: &Store<ComponentState>, err: wasmtime::Error| {
-            let exceeded = store.data().limits.exceeded().then_some(memory_limit);
-            EvalError::from_wasm(err, timeout, exceeded)
+        let state = ComponentState {
+            session: GuestSession::new(context),
+            // Nothing from the host: no files, no environment, no network.
+            wasi: WasiCtx::builder().build(),
+            table: ResourceTable::new(),
+            limits: MemoryCap::new(runtime.config().memory_limit_bytes),
         };
-        let bindings = self
-            .pre
-            .instantiate(&mut store)
-            .map_err(|e| match fail(&store, e) {
-                EvalError::Trap(reason) => EvalError::Instantiate(reason),
-                other => other,
-            })?;
-        call(&bindings, &mut store).map_err(|e| fail(&store, e))
+        let mut store = guarded_store(runtime, state, timeout);
+        let bindings = match self.pre.instantiate(&mut store) {
+            Ok(bindings) => bindings,
+            Err(e) => return Err(instantiation_error(&mut store, e, timeout)),
+        };
+        call(&bindings, &mut store).map_err(|e| guest_error(&mut store, e, timeout))
     }
 }
 
@@ -109,6 +96,12 @@ pub struct ComponentState {
     wasi: WasiCtx,
     table: ResourceTable,
     limits: MemoryCap,
+}
+
+impl Limited for ComponentState {
+    fn memory_cap(&mut self) -> &mut MemoryCap {
+        &mut self.limits
+    }
 }
 
 impl WasiView for ComponentState {

@@ -1,6 +1,10 @@
 //! Per-instance resource limits that remember why a guest was stopped.
 
-use wasmtime::ResourceLimiter;
+use std::time::Duration;
+
+use wasmtime::{ResourceLimiter, Store};
+
+use super::{EvalError, Runtime};
 
 /// Caps linear memory and tables of one instance. Refusing growth makes a guest's
 /// allocator fail (usually with a bare `unreachable` trap), so the limiter records that
@@ -20,9 +24,35 @@ impl MemoryCap {
         }
     }
 
-    pub(crate) fn exceeded(&self) -> bool {
-        self.exceeded
+    /// The cap, if the guest asked for more than it.
+    pub(crate) fn exceeded(&self) -> Option<usize> {
+        self.exceeded.then_some(self.max_bytes)
     }
+}
+
+/// Host state of an instance, which carries its [`MemoryCap`].
+pub(crate) trait Limited: Send + 'static {
+    fn memory_cap(&mut self) -> &mut MemoryCap;
+}
+
+/// A store for one evaluation, as both runners need it: memory cap, and an epoch
+/// deadline `timeout` from now that traps.
+pub(crate) fn guarded_store<T: Limited>(runtime: &Runtime, data: T, timeout: Duration) -> Store<T> {
+    let mut store = Store::new(runtime.engine(), data);
+    store.limiter(|state| state.memory_cap());
+    store.epoch_deadline_trap();
+    store.set_epoch_deadline(runtime.deadline_ticks(timeout));
+    store
+}
+
+/// Classifies an error from a guest that ran in `store`.
+pub(crate) fn guest_error<T: Limited>(
+    store: &mut Store<T>,
+    err: wasmtime::Error,
+    timeout: Duration,
+) -> EvalError {
+    let exceeded = store.data_mut().memory_cap().exceeded();
+    EvalError::from_wasm(err, timeout, exceeded)
 }
 
 impl ResourceLimiter for MemoryCap {
@@ -46,5 +76,18 @@ impl ResourceLimiter for MemoryCap {
         maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
         Ok(desired <= self.max_table_elements && maximum.is_none_or(|max| desired <= max))
+    }
+}
+
+/// Classifies an error from instantiating a guest: a plain trap there means the guest
+/// could not start.
+pub(crate) fn instantiation_error<T: Limited>(
+    store: &mut Store<T>,
+    err: wasmtime::Error,
+    timeout: Duration,
+) -> EvalError {
+    match guest_error(store, err, timeout) {
+        EvalError::Trap(reason) => EvalError::Instantiate(reason),
+        other => other,
     }
 }

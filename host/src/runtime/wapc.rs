@@ -21,7 +21,7 @@ use wasmtime_wasi::I32Exit;
 use wasmtime_wasi::p1::WasiP1Ctx;
 
 use super::error::GuestAbiError;
-use super::limits::MemoryCap;
+use super::limits::{Limited, MemoryCap, guarded_store, guest_error, instantiation_error};
 use super::{EvalError, Runtime};
 
 /// Console output of a guest is cut at this length, so a chatty guest cannot flood logs.
@@ -80,31 +80,18 @@ impl<'r> WapcInstance<'r> {
         context: Arc<PolicyContext>,
         timeout: Duration,
     ) -> Result<Self, EvalError> {
-        let memory_limit = runtime.config().memory_limit_bytes;
-        let mut store = Store::new(
-            runtime.engine(),
-            WapcState {
-                exchange: Exchange::default(),
-                memory: None,
-                session: GuestSession::new(context),
-                limits: MemoryCap::new(memory_limit),
-                wasi: None,
-            },
-        );
-        store.limiter(|state| &mut state.limits);
-        store.epoch_deadline_trap();
-        store.set_epoch_deadline(runtime.deadline_ticks(timeout));
-
-        let fail = |store: &Store<WapcState>, err: wasmtime::Error| {
-            EvalError::from_wasm(err, timeout, exceeded(store, memory_limit))
+        let state = WapcState {
+            exchange: Exchange::default(),
+            memory: None,
+            session: GuestSession::new(context),
+            limits: MemoryCap::new(runtime.config().memory_limit_bytes),
+            wasi: None,
         };
-        let instance = module
-            .pre
-            .instantiate(&mut store)
-            .map_err(|e| match fail(&store, e) {
-                EvalError::Trap(reason) => EvalError::Instantiate(reason),
-                other => other,
-            })?;
+        let mut store = guarded_store(runtime, state, timeout);
+        let instance = match module.pre.instantiate(&mut store) {
+            Ok(instance) => instance,
+            Err(e) => return Err(instantiation_error(&mut store, e, timeout)),
+        };
         let memory = instance.get_memory(&mut store, "memory").ok_or_else(|| {
             EvalError::Protocol("the module does not export its memory as `memory`".into())
         })?;
@@ -121,7 +108,7 @@ impl<'r> WapcInstance<'r> {
             match func.call(&mut store, ()) {
                 Ok(()) => {}
                 Err(e) if e.downcast_ref::<I32Exit>().is_some_and(|exit| exit.0 == 0) => {}
-                Err(e) => return Err(fail(&store, e)),
+                Err(e) => return Err(guest_error(&mut store, e, timeout)),
             }
         }
         let guest_call = instance
@@ -138,7 +125,6 @@ impl<'r> WapcInstance<'r> {
 
     /// Runs one waPC operation and returns the guest's response bytes.
     pub fn call(&mut self, operation: &str, payload: Bytes) -> Result<Vec<u8>, EvalError> {
-        let memory_limit = self.runtime.config().memory_limit_bytes;
         if !std::mem::take(&mut self.first_call) {
             // A reused instance: a new deadline, and a new look at the cluster cache.
             self.store
@@ -158,9 +144,7 @@ impl<'r> WapcInstance<'r> {
                 let exit = e.downcast_ref::<I32Exit>().map(|exit| exit.0);
                 match exit {
                     Some(code) => EvalError::Trap(format!("policy exited with status {code}")),
-                    None => {
-                        EvalError::from_wasm(e, self.timeout, exceeded(&self.store, memory_limit))
-                    }
+                    None => guest_error(&mut self.store, e, self.timeout),
                 }
             })?;
         let exchange = std::mem::take(&mut self.store.data_mut().exchange);
@@ -179,10 +163,6 @@ impl<'r> WapcInstance<'r> {
     }
 }
 
-fn exceeded(store: &Store<WapcState>, limit: usize) -> Option<usize> {
-    store.data().limits.exceeded().then_some(limit)
-}
-
 /// Per-instance host state.
 pub struct WapcState {
     exchange: Exchange,
@@ -192,6 +172,12 @@ pub struct WapcState {
     limits: MemoryCap,
     /// Built on first use: most waPC guests never touch WASI, or only for random seeds.
     wasi: Option<WasiP1Ctx>,
+}
+
+impl Limited for WapcState {
+    fn memory_cap(&mut self) -> &mut MemoryCap {
+        &mut self.limits
+    }
 }
 
 impl WapcState {
