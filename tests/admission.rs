@@ -569,25 +569,13 @@ async fn sigterm_lets_requests_in_flight_finish() {
 
 /// Appends a custom section to a wasm module, as `kwctl annotate` does.
 fn annotate(module: &[u8], name: &str, data: &[u8]) -> Vec<u8> {
-    fn leb128(mut value: usize, out: &mut Vec<u8>) {
-        loop {
-            let byte = (value & 0x7f) as u8;
-            value >>= 7;
-            if value == 0 {
-                out.push(byte);
-                return;
-            }
-            out.push(byte | 0x80);
-        }
-    }
-    let mut section = Vec::new();
-    leb128(name.len(), &mut section);
-    section.extend_from_slice(name.as_bytes());
-    section.extend_from_slice(data);
+    use wasm_encoder::Section;
     let mut out = module.to_vec();
-    out.push(0);
-    leb128(section.len(), &mut out);
-    out.extend(section);
+    wasm_encoder::CustomSection {
+        name: name.into(),
+        data: data.into(),
+    }
+    .append_to(&mut out);
     out
 }
 
@@ -683,4 +671,75 @@ async fn a_separate_probe_port_answers_probes_only() {
         "admission requests are not served on the probe port"
     );
     drop(server);
+}
+
+#[tokio::test]
+async fn the_noop_route_is_off_unless_enabled_and_parses_like_validate() {
+    let server = start(&[deny_latest_tag("latest", "")]);
+    let object = review(pod("web", json!({}), &["nginx:latest"]));
+    let (status, body) = server.post_json("/noop", &object).await;
+    assert_eq!(status, 404, "{body}");
+
+    let server = builder(deny_latest_tag("latest", ""))
+        .arg("--enable-noop-route")
+        .start();
+    // Allowed without running a policy (this pod would be denied by `latest`).
+    let (status, body) = server.post_json("/noop", &object).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["kind"], "AdmissionReview");
+    assert_eq!(body["response"]["allowed"], true, "{body}");
+    assert_eq!(body["response"]["uid"], object["request"]["uid"]);
+    let denied = server.validate("latest", &object).await;
+    assert_eq!(denied["allowed"], false, "{denied}");
+
+    let (status, body) = server.post_bytes("/noop", b"{not json".to_vec()).await;
+    assert_eq!(status, 400, "{body}");
+    let (status, body) = server.get("/noop").await;
+    assert_eq!(status, 405, "{body}");
+}
+
+#[tokio::test]
+async fn the_compile_cache_is_filled_once_and_then_used() {
+    let cache = tempfile::tempdir().unwrap();
+    let policies = [required_labels("labels", ""), deny_latest_tag("latest", "")];
+    let start_cached = || {
+        builder(policies.concat())
+            .arg("--compile-cache-dir")
+            .arg(cache.path().display().to_string())
+            .start()
+    };
+    let cache_log = |event: &Value| event["message"] == "compile cache";
+    let object = review(pod("web", json!({}), &["nginx:latest"]));
+
+    let mut cold = start_cached();
+    let logged = cold.wait_for_log(cache_log).await;
+    assert_eq!((logged["hits"].as_u64(), logged["misses"].as_u64()), (Some(0), Some(2)), "{logged}");
+    assert_eq!(cold.validate("labels", &object).await["allowed"], false);
+    assert!(cold.terminate().success());
+    let files = walk(cache.path());
+    assert!(!files.is_empty(), "nothing was written to the compile cache");
+
+    let warm = start_cached();
+    let logged = warm.wait_for_log(cache_log).await;
+    assert_eq!((logged["hits"].as_u64(), logged["misses"].as_u64()), (Some(2), Some(0)), "{logged}");
+    // Same verdicts from the cached code.
+    assert_eq!(warm.validate("labels", &object).await["allowed"], false);
+    let accepted = warm
+        .validate("latest", &review(pod("web", json!({"team": "a"}), &["nginx:1.27"])))
+        .await;
+    assert_eq!(accepted["allowed"], true, "{accepted}");
+}
+
+/// Every file under `dir`.
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap().map(Result::unwrap) {
+        let path = entry.path();
+        if path.is_dir() {
+            files.extend(walk(&path));
+        } else {
+            files.push(path);
+        }
+    }
+    files
 }

@@ -90,6 +90,16 @@ struct ServeArgs {
         default_value_t = 256
     )]
     policy_memory_limit_mib: usize,
+    /// Also serve `POST /noop`, which parses a review and allows it without running any
+    /// policy: the floor the benchmarks compare policies against. Never point Kubernetes
+    /// at it.
+    #[arg(long, env = "POLICY_SERVER_ENABLE_NOOP_ROUTE")]
+    enable_noop_route: bool,
+    /// Keep compiled policies in this directory, so a restart with the same policies
+    /// skips compilation. Only point it at a directory this server alone can write: its
+    /// files are loaded as machine code.
+    #[arg(long, env = "POLICY_SERVER_COMPILE_CACHE_DIR")]
+    compile_cache_dir: Option<PathBuf>,
 }
 
 pub fn main() -> ExitCode {
@@ -139,6 +149,7 @@ async fn run(args: ServeArgs) -> anyhow::Result<()> {
         memory_limit_bytes: args.policy_memory_limit_mib << 20,
         // Evaluations in flight, plus one for start-up checks.
         max_concurrent_instances: workers as u32 + 1,
+        compile_cache_dir: args.compile_cache_dir.clone(),
         ..RuntimeConfig::default()
     })?);
     let options = LoadOptions {
@@ -156,6 +167,9 @@ async fn run(args: ServeArgs) -> anyhow::Result<()> {
     })
     .await
     .context("policy loading panicked")??;
+    if let Some((hits, misses)) = runtime.compile_cache_hits_and_misses() {
+        tracing::info!(hits, misses, "compile cache");
+    }
 
     let tls = match (&args.cert_file, &args.key_file) {
         (Some(cert), Some(key)) => Some(TlsAcceptor::from(crate::tls::server_config(cert, key)?)),
@@ -184,6 +198,7 @@ async fn run(args: ServeArgs) -> anyhow::Result<()> {
         evaluator: Evaluator::new(runtime, policies, workers),
         max_body_bytes: args.max_request_body_bytes,
         readiness: readiness.clone(),
+        noop_route: args.enable_noop_route,
     });
     tracing::info!(
         address = %socket.local_addr()?,

@@ -275,6 +275,17 @@ impl Server {
         self.launched.output.lock().unwrap().join("\n")
     }
 
+    /// The server's process id.
+    pub fn pid(&self) -> u32 {
+        self.launched.child.id()
+    }
+
+    /// The server's URL for `path` by IP address, for clients that do not resolve
+    /// `localhost` to the address it listens on.
+    pub fn ip_url(&self, path: &str) -> String {
+        self.url(path).replacen("://localhost:", "://127.0.0.1:", 1)
+    }
+
     /// Sends SIGTERM and waits for the process to exit.
     pub fn terminate(&mut self) -> ExitStatus {
         let pid = self.launched.child.id().to_string();

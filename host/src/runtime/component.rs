@@ -49,9 +49,7 @@ impl ComponentModule {
         request: &str,
         settings: &str,
     ) -> Result<Verdict, EvalError> {
-        self.run(runtime, context, timeout, |bindings, store| {
-            bindings.call_validate(store, request, settings)
-        })
+        ComponentInstance::new(self, runtime, context, timeout)?.validate(request, settings)
     }
 
     /// Runs `validate-settings` in a fresh instance.
@@ -62,18 +60,28 @@ impl ComponentModule {
         timeout: Duration,
         settings: &str,
     ) -> Result<SettingsVerdict, EvalError> {
-        self.run(runtime, context, timeout, |bindings, store| {
-            bindings.call_validate_settings(store, settings)
-        })
+        ComponentInstance::new(self, runtime, context, timeout)?.validate_settings(settings)
     }
+}
 
-    fn run<R>(
-        &self,
-        runtime: &Runtime,
+/// One live component instance. The server makes one per evaluation; benchmarks also
+/// reuse one to measure what a fresh instance costs.
+pub struct ComponentInstance<'r> {
+    store: Store<ComponentState>,
+    bindings: Policy,
+    runtime: &'r Runtime,
+    timeout: Duration,
+    /// The deadline set at instantiation covers the first call.
+    first_call: bool,
+}
+
+impl<'r> ComponentInstance<'r> {
+    pub fn new(
+        module: &ComponentModule,
+        runtime: &'r Runtime,
         context: Arc<PolicyContext>,
         timeout: Duration,
-        call: impl FnOnce(&Policy, &mut Store<ComponentState>) -> wasmtime::Result<R>,
-    ) -> Result<R, EvalError> {
+    ) -> Result<Self, EvalError> {
         let state = ComponentState {
             session: GuestSession::new(context),
             // Nothing from the host: no files, no environment, no network.
@@ -82,11 +90,39 @@ impl ComponentModule {
             limits: MemoryCap::new(runtime.config().memory_limit_bytes),
         };
         let mut store = guarded_store(runtime, state, timeout);
-        let bindings = match self.pre.instantiate(&mut store) {
+        let bindings = match module.pre.instantiate(&mut store) {
             Ok(bindings) => bindings,
             Err(e) => return Err(instantiation_error(&mut store, e, timeout)),
         };
-        call(&bindings, &mut store).map_err(|e| guest_error(&mut store, e, timeout))
+        Ok(Self {
+            store,
+            bindings,
+            runtime,
+            timeout,
+            first_call: true,
+        })
+    }
+
+    pub fn validate(&mut self, request: &str, settings: &str) -> Result<Verdict, EvalError> {
+        self.call(|bindings, store| bindings.call_validate(store, request, settings))
+    }
+
+    pub fn validate_settings(&mut self, settings: &str) -> Result<SettingsVerdict, EvalError> {
+        self.call(|bindings, store| bindings.call_validate_settings(store, settings))
+    }
+
+    fn call<R>(
+        &mut self,
+        call: impl FnOnce(&Policy, &mut Store<ComponentState>) -> wasmtime::Result<R>,
+    ) -> Result<R, EvalError> {
+        if !std::mem::take(&mut self.first_call) {
+            // A reused instance: a new deadline, and a new look at the cluster cache.
+            self.store
+                .set_epoch_deadline(self.runtime.deadline_ticks(self.timeout));
+            self.store.data_mut().session.reset();
+        }
+        call(&self.bindings, &mut self.store)
+            .map_err(|e| guest_error(&mut self.store, e, self.timeout))
     }
 }
 

@@ -1,13 +1,14 @@
 //! The shared wasmtime engine: compilation settings, the pooling allocator, and the
 //! epoch ticker that enforces evaluation time limits.
 
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
 use anyhow::Context;
-use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
+use wasmtime::{Cache, CacheConfig, Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
 /// How often the epoch advances. Time limits are enforced with this granularity.
 const EPOCH_TICK: Duration = Duration::from_millis(10);
@@ -21,6 +22,9 @@ pub struct RuntimeConfig {
     pub max_wasm_stack_bytes: usize,
     /// Instances that may be alive at once (evaluations in flight plus start-up checks).
     pub max_concurrent_instances: u32,
+    /// Where compiled policies are kept between runs (wasmtime's own cache, keyed by the
+    /// wasm bytes and the engine's settings); `None` compiles every policy at start-up.
+    pub compile_cache_dir: Option<PathBuf>,
 }
 
 impl Default for RuntimeConfig {
@@ -29,6 +33,7 @@ impl Default for RuntimeConfig {
             memory_limit_bytes: 256 << 20,
             max_wasm_stack_bytes: 512 << 10,
             max_concurrent_instances: 64,
+            compile_cache_dir: None,
         }
     }
 }
@@ -37,6 +42,8 @@ impl Default for RuntimeConfig {
 pub struct Runtime {
     engine: Engine,
     config: RuntimeConfig,
+    /// The engine's compile cache, kept to report hits and misses.
+    compile_cache: Option<Cache>,
     /// Stops its thread when the runtime is dropped.
     _ticker: EpochTicker,
 }
@@ -66,6 +73,18 @@ impl Runtime {
             .max_wasm_stack(config.max_wasm_stack_bytes)
             .memory_init_cow(true)
             .allocation_strategy(InstanceAllocationStrategy::Pooling(pooling));
+        let compile_cache = match &config.compile_cache_dir {
+            Some(dir) => {
+                let mut cache = CacheConfig::new();
+                cache.with_directory(dir);
+                let cache = Cache::new(cache)
+                    .map_err(anyhow::Error::from)
+                    .with_context(|| format!("cannot use {} as the compile cache", dir.display()))?;
+                wasm_config.cache(Some(cache.clone()));
+                Some(cache)
+            }
+            None => None,
+        };
         let engine = Engine::new(&wasm_config)
             .map_err(anyhow::Error::from)
             .context("cannot configure the wasm engine")?;
@@ -73,6 +92,7 @@ impl Runtime {
         Ok(Self {
             engine,
             config,
+            compile_cache,
             _ticker: ticker,
         })
     }
@@ -83,6 +103,13 @@ impl Runtime {
 
     pub fn config(&self) -> &RuntimeConfig {
         &self.config
+    }
+
+    /// Compilations answered from the compile cache, and those that were not.
+    pub fn compile_cache_hits_and_misses(&self) -> Option<(usize, usize)> {
+        self.compile_cache
+            .as_ref()
+            .map(|cache| (cache.cache_hits(), cache.cache_misses()))
     }
 
     /// Epoch ticks that make up `timeout`, rounded up, plus one because the current tick

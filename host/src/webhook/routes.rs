@@ -11,7 +11,7 @@ use hyper::header::{CONTENT_LENGTH, CONTENT_TYPE, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
 use serde::Serialize;
 
-use crate::admission::{IncomingReview, OutgoingReview};
+use crate::admission::{AdmissionResponse, IncomingReview, OutgoingReview};
 use crate::cache::ClusterState;
 use crate::policy::{Endpoint, Evaluator, decide};
 
@@ -51,6 +51,10 @@ pub struct AppState {
     /// Largest request body accepted; kube-apiserver's own limit is 3 MiB.
     pub max_body_bytes: usize,
     pub readiness: Readiness,
+    /// Serve `POST /noop`: parse the review as `/validate` does, allow it, run no policy.
+    /// Off unless asked for: it is the floor for benchmarks, not something to point
+    /// Kubernetes at.
+    pub noop_route: bool,
 }
 
 /// An answer that is not a verdict: its status and a message for a person.
@@ -111,6 +115,7 @@ async fn route(
         (["validate", id], Routes::All) => (Endpoint::Validate, *id),
         (["validate_raw", id], Routes::All) => (Endpoint::Raw, *id),
         (["audit", id], Routes::All) => (Endpoint::Audit, *id),
+        (["noop"], Routes::All) if state.noop_route => return noop(state, request).await,
         _ => {
             return Err(ApiError::new(
                 StatusCode::NOT_FOUND,
@@ -118,22 +123,14 @@ async fn route(
             ));
         }
     };
-    if request.method() != Method::POST {
-        return Err(ApiError::new(
-            StatusCode::METHOD_NOT_ALLOWED,
-            format!("{path} only accepts POST"),
-        ));
-    }
+    require_post(&request)?;
     let (endpoint, id) = endpoint;
     let policy = state
         .evaluator
         .policy(id)
         .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, format!("no policy with id '{id}'")))?
         .clone();
-    let body = read_body(request, state.max_body_bytes).await?;
-    let review = IncomingReview::parse(&body)
-        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, format!("invalid request: {e}")))?;
-
+    let review = read_review(state, request).await?;
     let outcome = state
         .evaluator
         .validate(&policy, review.request.clone())
@@ -148,6 +145,38 @@ async fn route(
             &OutgoingReview::new(review.api_version.clone(), response),
         ),
     })
+}
+
+/// The same HTTP, TLS and review parsing as `/validate`, without a policy: what the
+/// server costs before any wasm runs.
+async fn noop(state: &AppState, request: Request<Incoming>) -> Result<Response<Full<Bytes>>, ApiError> {
+    require_post(&request)?;
+    let review = read_review(state, request).await?;
+    let response = AdmissionResponse {
+        uid: review.uid,
+        allowed: true,
+        ..AdmissionResponse::default()
+    };
+    Ok(json_response(
+        StatusCode::OK,
+        &OutgoingReview::new(review.api_version, response),
+    ))
+}
+
+fn require_post(request: &Request<Incoming>) -> Result<(), ApiError> {
+    if request.method() == Method::POST {
+        return Ok(());
+    }
+    Err(ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        format!("{} only accepts POST", request.uri().path()),
+    ))
+}
+
+async fn read_review(state: &AppState, request: Request<Incoming>) -> Result<IncomingReview, ApiError> {
+    let body = read_body(request, state.max_body_bytes).await?;
+    IncomingReview::parse(&body)
+        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, format!("invalid request: {e}")))
 }
 
 fn probe(method: &Method, healthy: bool) -> Result<Response<Full<Bytes>>, ApiError> {

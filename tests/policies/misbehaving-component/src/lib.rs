@@ -1,6 +1,7 @@
 //! Misbehaves on `validate` as `{"behaviour": ...}` in its settings asks: `accept`,
 //! `loop`, `trap`, `grab_memory`, or `echo:namespaces` (rejects with the exact text that
-//! `list-namespaces` returned, or its error).
+//! `list-namespaces` returned, or its error), or `list_namespaces` (calls it `times`
+//! times and accepts: the benchmarks' measure of one call).
 
 use std::hint::black_box;
 
@@ -16,6 +17,8 @@ use policy_server::policy::cluster_context;
 #[derive(Deserialize)]
 struct Settings {
     behaviour: String,
+    #[serde(default)]
+    times: u32,
 }
 
 struct Policy;
@@ -43,6 +46,13 @@ impl Guest for Policy {
                     Err(e) => format!("{e:?}"),
                 };
                 Verdict { accepted: false, message: Some(message), ..accept() }
+            }
+            "list_namespaces" => {
+                for _ in 0..settings.times {
+                    let list = cluster_context::list_namespaces().expect("namespaces");
+                    black_box(list);
+                }
+                accept()
             }
             _ => accept(),
         }

@@ -1,0 +1,98 @@
+//! Freshness: from a change on the fake API server to the first evaluation that sees it.
+//! A namespace's label is taken away and given back, again and again; after each change
+//! the client asks the context-aware policy (which needs the label) until its verdict
+//! follows, and the time of that answer is the freshness of the change.
+
+use std::time::{Duration, Instant};
+
+use policy_server_e2e::ServerBuilder;
+use policy_server_e2e::fake_apiserver::{FakeApiServer, NAMESPACES};
+use policy_server_e2e::requests::review;
+use serde_json::json;
+
+use crate::cluster::{namespace, namespace_name};
+use crate::report::{Report, Table, num, text};
+use crate::stats::Stats;
+use crate::{Scale, async_runtime, policies_yml, server_binary};
+
+const NAMESPACES_IN_CLUSTER: usize = 1_000;
+const WATCHED: usize = 7;
+
+pub fn run(report: &mut Report, scale: &Scale) -> anyhow::Result<()> {
+    let wasm = policy_server_e2e::wasm();
+    let runtime = async_runtime();
+    let api = runtime.block_on(FakeApiServer::start());
+    for i in 0..NAMESPACES_IN_CLUSTER {
+        api.apply(NAMESPACES, namespace(i));
+    }
+    let dir = tempfile::tempdir()?;
+    let kubeconfig = dir.path().join("kubeconfig");
+    std::fs::write(&kubeconfig, api.kubeconfig())?;
+    let yml = policies_yml(&[(
+        "namespace-label",
+        json!({"module": wasm.service_namespace_label,
+               "contextAwareResources": [{"apiVersion": "v1", "kind": "Namespace"}],
+               "settings": {"namespace_label": "services-allowed"}}),
+    )]);
+    let server = ServerBuilder::new(server_binary(), yml)
+        .arg("--kubeconfig")
+        .arg(kubeconfig.display().to_string())
+        .start();
+    let service = review(json!({"apiVersion": "v1", "kind": "Service",
+        "metadata": {"name": "api", "namespace": namespace_name(WATCHED)}}));
+
+    let mut samples = Vec::with_capacity(scale.freshness_changes);
+    let mut polls = 0usize;
+    runtime.block_on(async {
+        // Ready: the first list is in, and the label is there.
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while server.get("/readiness").await.0 != 200 {
+            anyhow::ensure!(Instant::now() < deadline, "not ready: {}", server.log());
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        for change in 0..scale.freshness_changes {
+            let labelled = change % 2 == 1;
+            let mut object = namespace(WATCHED);
+            if !labelled {
+                object["metadata"]["labels"]
+                    .as_object_mut()
+                    .expect("labels")
+                    .remove("services-allowed");
+            }
+            let changed = Instant::now();
+            api.apply(NAMESPACES, object);
+            loop {
+                polls += 1;
+                let answer = server.validate("namespace-label", &service).await;
+                if answer["allowed"] == labelled {
+                    break;
+                }
+                anyhow::ensure!(
+                    changed.elapsed() < Duration::from_secs(30),
+                    "change {change} was not seen in 30 s"
+                );
+            }
+            samples.push(changed.elapsed().as_secs_f64() * 1e3);
+            // Changes apart from each other, as in a real cluster.
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        Ok(())
+    })?;
+    let stats = Stats::of(samples);
+    let mut table = Table::new(
+        "freshness",
+        format!("Freshness: change on the API server to the first evaluation that sees it ({NAMESPACES_IN_CLUSTER} namespaces cached)"),
+        &["changes", "evaluations asked", "p50 ms", "p99 ms", "mean ms"],
+    );
+    table.row(vec![
+        text(scale.freshness_changes.to_string()),
+        text(polls.to_string()),
+        num(stats.p50, 2),
+        num(stats.p99, 2),
+        num(stats.mean, 2),
+    ]);
+    report.add(table);
+    report.at_most("freshness p99, ms", stats.p99, 100.0);
+    drop(api);
+    Ok(())
+}

@@ -1,0 +1,112 @@
+//! Memory: the server's resident set with the cluster cache filled from the fake API
+//! server (10,000 namespaces, 10,000 services, 5,000 ingresses) beside the JSON size of
+//! those objects; then its resident set over a million requests, which must not grow.
+
+use std::time::{Duration, Instant};
+
+use policy_server_e2e::fake_apiserver::{FakeApiServer, INGRESSES, NAMESPACES, SERVICES};
+use policy_server_e2e::requests::{pod, review};
+use policy_server_e2e::{Server, ServerBuilder};
+use serde_json::json;
+
+use crate::cluster::{ingress, namespace, service};
+use crate::load::{Wrk, rss_bytes};
+use crate::report::{Report, Table, num, text};
+use crate::{Scale, async_runtime, policies_yml, server_binary};
+
+const MIB: f64 = (1 << 20) as f64;
+const SOAK_CHUNK: Duration = Duration::from_secs(20);
+
+pub fn run(report: &mut Report, scale: &Scale) -> anyhow::Result<()> {
+    let wasm = policy_server_e2e::wasm();
+    let yml = policies_yml(&[
+        // The trivial policy is also granted services, so all three kinds are cached.
+        ("trivial", json!({"module": wasm.deny_latest_tag, "settings": {},
+            "contextAwareResources": [{"apiVersion": "v1", "kind": "Service"}]})),
+        ("namespaces", json!({"module": wasm.service_namespace_label,
+            "contextAwareResources": [{"apiVersion": "v1", "kind": "Namespace"}],
+            "settings": {"namespace_label": "services-allowed"}})),
+        ("ingresses", json!({"module": wasm.unique_ingress_host,
+            "contextAwareResources": [{"apiVersion": "networking.k8s.io/v1", "kind": "Ingress"}]})),
+    ]);
+    let runtime = async_runtime();
+    let dir = tempfile::tempdir()?;
+    let start = |api: &FakeApiServer, name: &str| -> anyhow::Result<Server> {
+        let kubeconfig = dir.path().join(format!("{name}.kubeconfig"));
+        std::fs::write(&kubeconfig, api.kubeconfig())?;
+        let server = ServerBuilder::new(server_binary(), yml.clone())
+            .arg("--kubeconfig")
+            .arg(kubeconfig.display().to_string())
+            .start();
+        runtime.block_on(wait_ready(&server))?;
+        // Let start-up work (first lists, their parsing) settle before reading the RSS.
+        std::thread::sleep(Duration::from_secs(2));
+        Ok(server)
+    };
+
+    let empty_api = runtime.block_on(FakeApiServer::start());
+    let empty = start(&empty_api, "empty")?;
+    let empty_rss = rss_bytes(empty.pid())?;
+    drop(empty);
+
+    let api = runtime.block_on(FakeApiServer::start());
+    for i in 0..10_000 {
+        api.apply(NAMESPACES, namespace(i));
+        api.apply(SERVICES, service(i));
+    }
+    for i in 0..5_000 {
+        api.apply(INGRESSES, ingress(i));
+    }
+    let json_bytes: usize = [NAMESPACES, SERVICES, INGRESSES]
+        .into_iter()
+        .flat_map(|collection| api.list(collection)["items"].as_array().cloned().unwrap_or_default())
+        .map(|object| serde_json::to_vec(&object).map_or(0, |bytes| bytes.len()))
+        .sum();
+    let loaded_started = Instant::now();
+    let server = start(&api, "loaded")?;
+    let ready_after = loaded_started.elapsed().as_secs_f64() - 2.0;
+    let loaded_rss = rss_bytes(server.pid())?;
+    let cache_rss = loaded_rss.saturating_sub(empty_rss) as f64;
+
+    let mut table = Table::new("memory", "Memory with the cluster cache filled", &["measure", "MiB"]);
+    table.row(vec![text("JSON of the 25,000 cached objects"), num(json_bytes as f64 / MIB, 1)]);
+    table.row(vec![text("RSS, empty cluster"), num(empty_rss as f64 / MIB, 1)]);
+    table.row(vec![text("RSS, 10,000 ns + 10,000 svc + 5,000 ingresses"), num(loaded_rss as f64 / MIB, 1)]);
+    table.row(vec![text("cache (difference)"), num(cache_rss / MIB, 1)]);
+    table.row(vec![text("cache / JSON (ratio)"), num(cache_rss / json_bytes as f64, 2)]);
+    table.row(vec![text("seconds from start to ready (first lists)"), num(ready_after, 2)]);
+    report.add(table);
+    report.at_most("cache RSS / JSON of the cached objects", cache_rss / json_bytes as f64, 1.5);
+
+    // The soak: the trivial policy at 16 connections until a million requests.
+    let wrk = Wrk::new()?;
+    let url = server.ip_url("/validate/trivial");
+    let body = serde_json::to_vec(&review(pod("web", json!({"team": "a"}), &["nginx:1.27"])))?;
+    let mut soak = Table::new("soak", "Resident set over the soak (trivial legacy policy, 16 connections)", &["requests", "RSS MiB"]);
+    soak.row(vec![text("0"), num(loaded_rss as f64 / MIB, 1)]);
+    let mut served = 0u64;
+    let mut warm_rss = None;
+    while served < scale.soak_requests {
+        let chunk = if scale.soak_requests < 100_000 { scale.load_duration } else { SOAK_CHUNK };
+        served += wrk.run(&url, &body, 16, chunk)?.requests;
+        let rss = rss_bytes(server.pid())?;
+        // Growth counts from the end of the first chunk: pools and buffers are warm then.
+        warm_rss.get_or_insert(rss);
+        soak.row(vec![text(served.to_string()), num(rss as f64 / MIB, 1)]);
+    }
+    let end_rss = rss_bytes(server.pid())?;
+    report.add(soak);
+    let growth = end_rss as f64 - warm_rss.unwrap_or(end_rss) as f64;
+    report.at_most(format!("RSS growth over {served} requests after the first chunk, MiB"), growth / MIB, 1.0);
+    drop(api);
+    Ok(())
+}
+
+async fn wait_ready(server: &Server) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while server.get("/readiness").await.0 != 200 {
+        anyhow::ensure!(Instant::now() < deadline, "the server did not become ready: {}", server.log());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    Ok(())
+}
