@@ -1,21 +1,37 @@
-//! Runs evaluations off the async runtime, a bounded number at a time.
+//! Runs evaluations on a fixed set of worker threads, off the async runtime.
 
 use std::collections::HashMap;
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 
+use crossbeam_channel::{Sender, TrySendError};
 use serde_json::value::RawValue;
-use tokio::sync::Semaphore;
 
 use super::{GuestVerdict, Policy};
 use crate::runtime::{EvalError, Runtime};
 
+/// Evaluations that may wait for a worker, per worker, before new ones are refused.
+const QUEUED_PER_WORKER: usize = 128;
+
+type Job = Box<dyn FnOnce() + Send>;
+
 /// Owns the loaded policies and the workers that run them. Guest code is synchronous and
-/// may spin until its deadline, so it runs on blocking threads; the semaphore keeps the
-/// number of live instances within what the instance pool was sized for.
+/// may spin until its deadline, so it runs on threads of its own, never on the async
+/// runtime. The workers are long-lived and take jobs from one queue: under load a worker
+/// goes from one evaluation to the next without sleeping, and the number of live
+/// instances never exceeds the number of workers, which the instance pool is sized for.
 pub struct Evaluator {
     runtime: Arc<Runtime>,
     policies: HashMap<String, Arc<Policy>>,
-    workers: Arc<Semaphore>,
+    queue: Sender<Job>,
+    capacity: usize,
+}
+
+/// Every worker is busy and the queue is full: the caller should try again later.
+#[derive(Debug, thiserror::Error)]
+#[error("the server is overloaded: {waiting} evaluations are already waiting for a worker")]
+pub struct Overloaded {
+    pub waiting: usize,
 }
 
 impl Evaluator {
@@ -24,10 +40,25 @@ impl Evaluator {
         policies: HashMap<String, Arc<Policy>>,
         workers: usize,
     ) -> Self {
+        let capacity = workers * QUEUED_PER_WORKER;
+        let (queue, jobs) = crossbeam_channel::bounded::<Job>(capacity);
+        for index in 0..workers {
+            let jobs = jobs.clone();
+            // The threads end when the evaluator (the only sender) is dropped.
+            std::thread::Builder::new()
+                .name(format!("policy-worker-{index}"))
+                .spawn(move || {
+                    for job in jobs {
+                        job();
+                    }
+                })
+                .expect("spawning an evaluation worker");
+        }
         Self {
             runtime,
             policies,
-            workers: Arc::new(Semaphore::new(workers)),
+            queue,
+            capacity,
         }
     }
 
@@ -44,20 +75,30 @@ impl Evaluator {
         &self,
         policy: &Arc<Policy>,
         request: Arc<RawValue>,
-    ) -> Result<GuestVerdict, EvalError> {
-        let permit = self
-            .workers
-            .clone()
-            .acquire_owned()
-            .await
-            .expect("the worker semaphore is never closed");
+    ) -> Result<Result<GuestVerdict, EvalError>, Overloaded> {
         tracing::debug!(policy = %policy.id, "evaluating");
+        let (answer, answered) = tokio::sync::oneshot::channel();
         let (runtime, policy) = (self.runtime.clone(), policy.clone());
-        let task = tokio::task::spawn_blocking(move || {
-            let _permit = permit;
-            policy.validate(&runtime, &request)
+        let job: Job = Box::new(move || {
+            // A panic in the host must cost this evaluation, not the worker.
+            let outcome =
+                std::panic::catch_unwind(AssertUnwindSafe(|| policy.validate(&runtime, &request)))
+                    .unwrap_or_else(|_| Err(EvalError::Trap("the evaluation panicked".into())));
+            let _ = answer.send(outcome);
         });
-        task.await
-            .unwrap_or_else(|e| Err(EvalError::Trap(format!("the evaluation task failed: {e}"))))
+        match self.queue.try_send(job) {
+            Ok(()) => {}
+            Err(TrySendError::Full(_)) => {
+                return Err(Overloaded {
+                    waiting: self.capacity,
+                });
+            }
+            Err(TrySendError::Disconnected(_)) => {
+                unreachable!("the workers live as long as the evaluator")
+            }
+        }
+        Ok(answered
+            .await
+            .unwrap_or_else(|_| Err(EvalError::Trap("the evaluation was abandoned".into()))))
     }
 }

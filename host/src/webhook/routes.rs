@@ -131,10 +131,13 @@ async fn route(
         .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, format!("no policy with id '{id}'")))?
         .clone();
     let review = read_review(state, request).await?;
+    // Overload is not a verdict: a 503 lets the API server apply the webhook's
+    // failurePolicy.
     let outcome = state
         .evaluator
         .validate(&policy, review.request.clone())
-        .await;
+        .await
+        .map_err(|overloaded| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, overloaded.to_string()))?;
     let response = decide(&policy, endpoint, &review, outcome);
     Ok(match endpoint {
         Endpoint::Raw => {
