@@ -743,3 +743,42 @@ fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     }
     files
 }
+
+#[tokio::test]
+async fn a_full_evaluation_queue_answers_503_and_the_server_recovers() {
+    let server = builder(
+        [
+            misbehaving("spin", "loop", "  timeoutEvalSeconds: 2"),
+            deny_latest_tag("latest", ""),
+        ]
+        .concat(),
+    )
+    .arg("--workers")
+    .arg("1")
+    .arg("--max-queued-evaluations")
+    .arg("1")
+    .start();
+    let object = review(pod("web", json!({}), &["nginx:1.27"]));
+    // One loops on the only worker, one may wait for it: the others are refused at once.
+    let answers =
+        futures::future::join_all((0..4).map(|_| server.post_json("/validate/spin", &object)))
+            .await;
+    let refused: Vec<&Value> = answers
+        .iter()
+        .filter(|(status, _)| *status == 503)
+        .map(|(_, body)| body)
+        .collect();
+    assert!(!refused.is_empty(), "{answers:?}");
+    for body in refused {
+        let message = body["message"].as_str().unwrap_or_default();
+        assert!(message.contains("overloaded"), "{body}");
+    }
+    for (status, body) in answers.iter().filter(|(status, _)| *status != 503) {
+        assert_eq!(*status, 200, "{body}");
+        assert_eq!(body["response"]["status"]["code"], 500, "{body}");
+    }
+
+    // Once the queue drains, requests are served again.
+    let answer = server.validate("latest", &object).await;
+    assert_eq!(answer["allowed"], true, "{answer}");
+}

@@ -15,6 +15,6 @@ pub mod session;
 pub mod wapc;
 
 pub use access::AccessRules;
-pub use cluster::{CacheError, ClusterCache, NoCluster};
+pub use cluster::{CacheError, ClusterCache, ListJson, NoCluster};
 pub use query::{ClusterQuery, ResourceKind};
 pub use session::{GuestSession, HostCallError, PolicyContext};

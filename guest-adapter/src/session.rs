@@ -2,10 +2,8 @@
 
 use std::sync::Arc;
 
-use bytes::Bytes;
-
 use crate::access::AccessRules;
-use crate::cluster::{CacheError, ClusterCache};
+use crate::cluster::{CacheError, ClusterCache, ListJson};
 use crate::query::{ClusterQuery, ResourceKind};
 
 /// Why a guest's request was not answered. The message is what the guest receives, so it
@@ -70,7 +68,7 @@ impl PolicyContext {
 /// evaluation that asks twice sees the same snapshot even if the cache moved on.
 pub struct GuestSession {
     context: Arc<PolicyContext>,
-    pinned: Vec<(ResourceKind, Bytes)>,
+    pinned: Vec<(ResourceKind, ListJson)>,
 }
 
 impl GuestSession {
@@ -91,7 +89,7 @@ impl GuestSession {
     }
 
     /// Answers a cluster query: access check, then the (pinned) cached answer.
-    pub fn query(&mut self, query: &ClusterQuery) -> Result<Bytes, HostCallError> {
+    pub fn query(&mut self, query: &ClusterQuery) -> Result<ListJson, HostCallError> {
         let kind = query.kind();
         if !self.context.access.allows(kind) {
             return Err(HostCallError::NotAllowed {
@@ -104,7 +102,7 @@ impl GuestSession {
         }
     }
 
-    fn list(&mut self, kind: &ResourceKind) -> Result<Bytes, HostCallError> {
+    fn list(&mut self, kind: &ResourceKind) -> Result<ListJson, HostCallError> {
         if let Some((_, answer)) = self.pinned.iter().find(|(k, _)| k == kind) {
             return Ok(answer.clone());
         }
@@ -129,10 +127,10 @@ pub(crate) mod tests {
 
     /// A cache whose answer for every kind can be replaced between calls.
     #[derive(Default)]
-    pub(crate) struct FakeCache(pub Mutex<Option<Bytes>>);
+    pub(crate) struct FakeCache(pub Mutex<Option<ListJson>>);
 
     impl ClusterCache for FakeCache {
-        fn list(&self, kind: &ResourceKind) -> Result<Bytes, CacheError> {
+        fn list(&self, kind: &ResourceKind) -> Result<ListJson, CacheError> {
             self.0
                 .lock()
                 .unwrap()
@@ -148,19 +146,19 @@ pub(crate) mod tests {
 
     #[test]
     fn one_evaluation_sees_one_snapshot_per_kind() {
-        let cache = Arc::new(FakeCache(Mutex::new(Some(Bytes::from_static(b"first")))));
+        let cache = Arc::new(FakeCache(Mutex::new(Some(ListJson::new("first")))));
         let mut session = session(&[ResourceKind::namespaces()], cache.clone());
         let query = ClusterQuery::ListAll(ResourceKind::namespaces());
-        assert_eq!(session.query(&query).unwrap(), "first");
-        *cache.0.lock().unwrap() = Some(Bytes::from_static(b"second"));
-        assert_eq!(session.query(&query).unwrap(), "first");
+        assert_eq!(session.query(&query).unwrap().as_str(), "first");
+        *cache.0.lock().unwrap() = Some(ListJson::new("second"));
+        assert_eq!(session.query(&query).unwrap().as_str(), "first");
         let mut next = GuestSession::new(session.context.clone());
-        assert_eq!(next.query(&query).unwrap(), "second");
+        assert_eq!(next.query(&query).unwrap().as_str(), "second");
     }
 
     #[test]
     fn ungranted_kinds_are_denied_with_policy_and_kind() {
-        let cache = Arc::new(FakeCache(Mutex::new(Some(Bytes::new()))));
+        let cache = Arc::new(FakeCache(Mutex::new(Some(ListJson::new("")))));
         let mut session = session(&[ResourceKind::namespaces()], cache);
         let err = session
             .query(&ClusterQuery::ListAll(ResourceKind::services()))

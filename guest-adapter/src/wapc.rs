@@ -79,7 +79,7 @@ impl GuestSession {
             },
         })?;
         match request {
-            WapcRequest::Cluster(query) => self.query(&query),
+            WapcRequest::Cluster(query) => self.query(&query).map(Bytes::from),
             WapcRequest::Log(event) => {
                 log(self.policy_id(), event);
                 Ok(Bytes::new())
@@ -116,6 +116,7 @@ mod tests {
     use std::sync::{Arc, Mutex};
 
     use super::*;
+    use crate::cluster::ListJson;
     use crate::session::tests::{FakeCache, session};
 
     #[test]
@@ -134,9 +135,7 @@ mod tests {
 
     #[test]
     fn granted_lists_are_answered_from_the_cache() {
-        let cache = Arc::new(FakeCache(Mutex::new(Some(Bytes::from_static(
-            b"{\"items\":[]}",
-        )))));
+        let cache = Arc::new(FakeCache(Mutex::new(Some(ListJson::new(r#"{"items":[]}"#)))));
         let mut session = session(&[ResourceKind::new("v1", "namespace")], cache);
         let answer = session
             .wapc_host_call("kubernetes", "namespaces", "list", b"")

@@ -16,7 +16,7 @@ use guest_adapter::{ClusterCache, NoCluster, ResourceKind};
 
 use crate::cache::{CacheSource, ClusterState};
 use crate::config::PoliciesFile;
-use crate::policy::{Evaluator, LoadOptions, load_policies};
+use crate::policy::{DEFAULT_QUEUED_PER_WORKER, Evaluator, LoadOptions, load_policies};
 use crate::runtime::{Runtime, RuntimeConfig};
 use crate::webhook::{AppState, Listener, Readiness, serve};
 
@@ -73,6 +73,10 @@ struct ServeArgs {
     /// Evaluations that may run at once (default: one per CPU, at least two).
     #[arg(long, env = "KUBEWARDEN_WORKERS")]
     workers: Option<usize>,
+    /// Evaluations that may wait for a worker; beyond that, requests get 503 so the API
+    /// server applies the webhook's failurePolicy (default: 128 per worker).
+    #[arg(long, env = "POLICY_SERVER_MAX_QUEUED_EVALUATIONS")]
+    max_queued_evaluations: Option<usize>,
     /// Largest request body accepted, in bytes (kube-apiserver's own limit is 3 MiB).
     #[arg(long, env = "POLICY_SERVER_MAX_REQUEST_BODY_BYTES", default_value_t = 3 << 20)]
     max_request_body_bytes: usize,
@@ -195,7 +199,13 @@ async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let readiness = Readiness::new(cache);
     let policy_count = policies.len();
     let state = Arc::new(AppState {
-        evaluator: Evaluator::new(runtime, policies, workers),
+        evaluator: Evaluator::new(
+            runtime,
+            policies,
+            workers,
+            args.max_queued_evaluations
+                .unwrap_or(workers * DEFAULT_QUEUED_PER_WORKER),
+        ),
         max_body_bytes: args.max_request_body_bytes,
         readiness: readiness.clone(),
         noop_route: args.enable_noop_route,

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use guest_adapter::{AccessRules, PolicyContext, ResourceKind};
+use guest_adapter::{AccessRules, ListJson, PolicyContext, ResourceKind};
 use policy_server::cache::ClusterState;
 use policy_server::cache::list::{Changes, KindList, prepare_object};
 use policy_server::runtime::component::{ComponentInstance, ComponentModule};
@@ -89,7 +89,7 @@ pub fn run(report: &mut Report, scale: &Scale) -> anyhow::Result<()> {
             assert!(verdict.accepted);
         });
 
-        let copy = plain_copy(&list, rounds * CALLS_PER_EVALUATION);
+        let copy = plain_copy(list.as_bytes(), rounds * CALLS_PER_EVALUATION);
         table.row(vec![
             text(count.to_string()),
             text(list.len().to_string()),
@@ -111,7 +111,7 @@ pub fn run(report: &mut Report, scale: &Scale) -> anyhow::Result<()> {
 }
 
 /// The prepared List of `count` namespaces, as the cache publishes it.
-fn namespaces(count: usize) -> Bytes {
+fn namespaces(count: usize) -> ListJson {
     let kind = ResourceKind::namespaces();
     let mut changes = Changes::new();
     for i in 0..count {
@@ -120,7 +120,7 @@ fn namespaces(count: usize) -> Bytes {
     }
     let mut list = KindList::new(kind);
     list.apply(changes, 1000 + count as u64);
-    list.bytes()
+    list.json()
 }
 
 /// µs per call: (time of `rounds` evaluations with calls − without) / calls.

@@ -6,8 +6,8 @@
 use std::collections::BTreeMap;
 use std::ops::Range;
 
-use bytes::{BufMut, Bytes, BytesMut};
-use guest_adapter::ResourceKind;
+use bytes::Bytes;
+use guest_adapter::{ListJson, ResourceKind};
 use serde_json::Value;
 
 /// Where an object sorts in a List: by namespace, then name, as the API server lists them.
@@ -21,7 +21,7 @@ pub struct ObjectKey {
 #[derive(Debug)]
 pub struct KindList {
     kind: ResourceKind,
-    list: Bytes,
+    list: ListJson,
     items: BTreeMap<ObjectKey, Range<usize>>,
     resource_version: u64,
 }
@@ -33,7 +33,7 @@ impl KindList {
     pub fn new(kind: ResourceKind) -> Self {
         let mut list = Self {
             kind,
-            list: Bytes::new(),
+            list: ListJson::new(""),
             items: BTreeMap::new(),
             resource_version: 0,
         };
@@ -42,7 +42,7 @@ impl KindList {
     }
 
     /// The prepared List JSON (a cheap, shared handle).
-    pub fn bytes(&self) -> Bytes {
+    pub fn json(&self) -> ListJson {
         self.list.clone()
     }
 
@@ -71,7 +71,7 @@ impl KindList {
             match changes.get(key) {
                 Some(Some(new)) => Some(new),
                 Some(None) => None,
-                None => Some(&self.list[self.items[key].clone()]),
+                None => Some(&self.list.as_bytes()[self.items[key].clone()]),
             }
         };
         // Sized exactly: the List is the bulk of what the cache holds.
@@ -82,21 +82,23 @@ impl KindList {
                 .map(|b| b.len() + 1)
                 .sum::<usize>()
             + 2;
-        let mut out = BytesMut::with_capacity(size);
-        out.put_slice(header.as_bytes());
+        let mut out = Vec::with_capacity(size);
+        out.extend_from_slice(header.as_bytes());
         let mut items = BTreeMap::new();
         for key in keys {
             let Some(bytes) = item(key) else { continue };
             if !items.is_empty() {
-                out.put_u8(b',');
+                out.push(b',');
             }
             let start = out.len();
-            out.put_slice(bytes);
+            out.extend_from_slice(bytes);
             items.insert(key.clone(), start..out.len());
         }
-        out.put_slice(b"]}");
+        out.extend_from_slice(b"]}");
         self.items = items;
-        self.list = out.freeze();
+        // Objects are serialized by serde_json and the header is built from JSON strings.
+        let text = String::from_utf8(out).expect("a List built from JSON text is UTF-8");
+        self.list = ListJson::new(text);
     }
 }
 
@@ -150,7 +152,7 @@ mod tests {
     #[test]
     fn an_empty_list_is_a_valid_kubernetes_list() {
         let list = KindList::new(ResourceKind::ingresses());
-        let json: Value = serde_json::from_slice(&list.bytes()).unwrap();
+        let json: Value = serde_json::from_str(list.json().as_str()).unwrap();
         assert_eq!(
             json,
             json!({"apiVersion": "networking.k8s.io/v1", "kind": "IngressList",
@@ -167,7 +169,7 @@ mod tests {
             changes(&[(b.clone(), Some(b_bytes)), (a.clone(), Some(a_bytes))]),
             7,
         );
-        let json: Value = serde_json::from_slice(&list.bytes()).unwrap();
+        let json: Value = serde_json::from_str(list.json().as_str()).unwrap();
         assert_eq!(json["metadata"]["resourceVersion"], "7");
         assert_eq!(json["items"][0]["metadata"]["name"], "a");
         assert_eq!(json["items"][1]["metadata"]["name"], "b");
@@ -175,7 +177,7 @@ mod tests {
 
         let (_, a2, _) = prepared(json!({"metadata": {"name": "a", "labels": {"x": "y"}}}));
         list.apply(changes(&[(a.clone(), Some(a2)), (b, None)]), 9);
-        let json: Value = serde_json::from_slice(&list.bytes()).unwrap();
+        let json: Value = serde_json::from_str(list.json().as_str()).unwrap();
         assert_eq!(json["items"].as_array().unwrap().len(), 1);
         assert_eq!(json["items"][0]["metadata"]["labels"]["x"], "y");
         assert_eq!(json["metadata"]["resourceVersion"], "9");

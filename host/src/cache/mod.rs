@@ -8,8 +8,7 @@ pub mod snapshot_file;
 use std::collections::HashMap;
 use std::sync::RwLock;
 
-use bytes::Bytes;
-use guest_adapter::{CacheError, ClusterCache, ResourceKind};
+use guest_adapter::{CacheError, ClusterCache, ListJson, ResourceKind};
 
 use list::{Changes, KindList};
 
@@ -35,7 +34,7 @@ impl From<&ResourceKind> for LookupKey {
 struct KindSlot {
     kind: ResourceKind,
     /// `None` until the first list completed.
-    published: RwLock<Option<Bytes>>,
+    published: RwLock<Option<ListJson>>,
 }
 
 impl ClusterState {
@@ -60,7 +59,7 @@ impl ClusterState {
     }
 
     /// Makes `list` the answer for its kind.
-    pub fn publish(&self, kind: &ResourceKind, list: Bytes) {
+    pub fn publish(&self, kind: &ResourceKind, list: ListJson) {
         if let Some(slot) = self.kinds.get(&LookupKey::from(kind)) {
             *slot.published.write().expect("cache lock poisoned") = Some(list);
         }
@@ -85,13 +84,13 @@ impl ClusterState {
             if let Some((changes, resource_version)) = key.and_then(|k| lists.remove(&k)) {
                 list.apply(changes, resource_version);
             }
-            self.publish(&slot.kind, list.bytes());
+            self.publish(&slot.kind, list.json());
         }
     }
 }
 
 impl ClusterCache for ClusterState {
-    fn list(&self, kind: &ResourceKind) -> Result<Bytes, CacheError> {
+    fn list(&self, kind: &ResourceKind) -> Result<ListJson, CacheError> {
         let slot = self
             .kinds
             .get(&LookupKey::from(kind))

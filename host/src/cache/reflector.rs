@@ -158,13 +158,13 @@ impl Reflector {
     }
 
     /// The new List, if there were changes since the last one and the first list is done.
-    fn take_publishable(&mut self) -> Option<bytes::Bytes> {
+    fn take_publishable(&mut self) -> Option<guest_adapter::ListJson> {
         if !(self.synced && self.dirty) {
             return None;
         }
         let changes = std::mem::take(&mut self.pending);
         self.list.apply(changes, self.pending_rv);
         self.dirty = false;
-        Some(self.list.bytes())
+        Some(self.list.json())
     }
 }

@@ -10,8 +10,8 @@ use serde_json::value::RawValue;
 use super::{GuestVerdict, Policy};
 use crate::runtime::{EvalError, Runtime};
 
-/// Evaluations that may wait for a worker, per worker, before new ones are refused.
-const QUEUED_PER_WORKER: usize = 128;
+/// Evaluations that may wait for a worker, per worker, unless configured otherwise.
+pub const DEFAULT_QUEUED_PER_WORKER: usize = 128;
 
 type Job = Box<dyn FnOnce() + Send>;
 
@@ -35,12 +35,13 @@ pub struct Overloaded {
 }
 
 impl Evaluator {
+    /// Starts `workers` threads; at most `capacity` evaluations wait for one of them.
     pub fn new(
         runtime: Arc<Runtime>,
         policies: HashMap<String, Arc<Policy>>,
         workers: usize,
+        capacity: usize,
     ) -> Self {
-        let capacity = workers * QUEUED_PER_WORKER;
         let (queue, jobs) = crossbeam_channel::bounded::<Job>(capacity);
         for index in 0..workers {
             let jobs = jobs.clone();

@@ -15,7 +15,7 @@ use serde_json::value::RawValue;
 
 pub use crate::config::PolicyMode;
 pub use decision::{Endpoint, decide};
-pub use evaluator::Evaluator;
+pub use evaluator::{DEFAULT_QUEUED_PER_WORKER, Evaluator, Overloaded};
 pub use loader::{LoadOptions, load_policies};
 pub use verdict::{GuestVerdict, SettingsVerdict};
 

@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use anyhow::Context;
 use guest_adapter::{ClusterQuery, GuestSession, HostCallError, PolicyContext, ResourceKind};
-use wasmtime::component::{Component, HasSelf, Linker, ResourceTable};
-use wasmtime::{Engine, Store};
+use wasmtime::component::{Component, Linker, ResourceTable};
+use wasmtime::{Engine, Store, StoreContextMut};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use super::limits::{Limited, MemoryCap, guarded_store, guest_error, instantiation_error};
@@ -149,35 +149,42 @@ impl WasiView for ComponentState {
     }
 }
 
+/// The WIT interface `cluster-context`, as components import it.
+const CLUSTER_CONTEXT: &str = "policy-server:policy/cluster-context@0.1.0";
+
 /// `cluster-context`: typed calls onto the same queries, access rules and snapshots as
-/// the legacy host calls.
-impl cluster_context::Host for ComponentState {
-    fn list_namespaces(&mut self) -> Result<String, cluster_context::Error> {
-        list(&mut self.session, ResourceKind::namespaces())
+/// the legacy host calls. Linked by hand rather than through the generated `Host` trait,
+/// whose `String` answers would cost a copy of every List before the copy into the guest:
+/// here the cached text is lowered straight from the shared string. Its signature is
+/// still checked against the component's import when a component is linked.
+fn add_cluster_context(linker: &mut Linker<ComponentState>) -> anyhow::Result<()> {
+    let mut interface = linker.instance(CLUSTER_CONTEXT)?;
+    for (function, kind) in [
+        ("list-namespaces", ResourceKind::namespaces()),
+        ("list-services", ResourceKind::services()),
+        ("list-ingresses", ResourceKind::ingresses()),
+    ] {
+        interface.func_wrap(
+            function,
+            move |mut store: StoreContextMut<'_, ComponentState>, (): ()| {
+                Ok((list(&mut store.data_mut().session, &kind),))
+            },
+        )?;
     }
-
-    fn list_services(&mut self) -> Result<String, cluster_context::Error> {
-        list(&mut self.session, ResourceKind::services())
-    }
-
-    fn list_ingresses(&mut self) -> Result<String, cluster_context::Error> {
-        list(&mut self.session, ResourceKind::ingresses())
-    }
+    Ok(())
 }
 
-fn list(session: &mut GuestSession, kind: ResourceKind) -> Result<String, cluster_context::Error> {
-    let answer = session
-        .query(&ClusterQuery::ListAll(kind))
+fn list(session: &mut GuestSession, kind: &ResourceKind) -> Result<Arc<str>, cluster_context::Error> {
+    session
+        .query(&ClusterQuery::ListAll(kind.clone()))
+        .map(|list| list.shared())
         .map_err(|err| match &err {
             HostCallError::NotAllowed { .. } => cluster_context::Error::NotAllowed(err.to_string()),
             HostCallError::Cache { .. } => cluster_context::Error::Unavailable(err.to_string()),
             HostCallError::Unknown { .. } | HostCallError::MalformedPayload { .. } => {
                 cluster_context::Error::Invalid(err.to_string())
             }
-        })?;
-    // Cached Lists are serialized from JSON values, so they are always UTF-8.
-    String::from_utf8(answer.to_vec())
-        .map_err(|e| cluster_context::Error::Unavailable(format!("cached List is not UTF-8: {e}")))
+        })
 }
 
 fn component_linker(engine: &Engine) -> anyhow::Result<Linker<ComponentState>> {
@@ -185,6 +192,6 @@ fn component_linker(engine: &Engine) -> anyhow::Result<Linker<ComponentState>> {
     // Components built by Rust for wasm32-wasip2 import wasi:cli and wasi:io even when
     // unused; the context behind them is empty.
     wasmtime_wasi::p2::add_to_linker_sync(&mut linker)?;
-    Policy::add_to_linker::<_, HasSelf<_>>(&mut linker, |state| state)?;
+    add_cluster_context(&mut linker)?;
     Ok(linker)
 }
