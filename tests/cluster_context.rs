@@ -526,3 +526,40 @@ async fn services_and_ingresses_are_served_from_the_cache_without_asking_the_api
         &fake.requests()[requests_before..]
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn large_collections_are_listed_in_pages_and_arrive_whole() {
+    let fake = FakeApiServer::start().await;
+    for i in 0..1_203 {
+        fake.apply(NAMESPACES, namespace(&format!("team-{i:04}"), json!({})));
+    }
+    let (server, _dir) = start_live(
+        &fake,
+        echo_policy("echo", "namespaces", GRANT_NAMESPACES),
+        &[],
+    )
+    .await;
+    wait_ready(&server).await;
+
+    let list: Value =
+        serde_json::from_str(&message(&server.validate("echo", &review(service("api", "team-0000"))).await))
+            .unwrap();
+    let names: Vec<&str> = list["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|item| item["metadata"]["name"].as_str().unwrap())
+        .collect();
+    let expected: Vec<String> = (0..1_203).map(|i| format!("team-{i:04}")).collect();
+    assert_eq!(names, expected);
+    assert_eq!(list["metadata"]["resourceVersion"], "1303");
+
+    // kube-rs asked for pages and followed the continue tokens to the end.
+    let lists: Vec<String> = fake
+        .requests()
+        .into_iter()
+        .filter(|r| r.contains("/api/v1/namespaces?") && !r.contains("watch=true"))
+        .collect();
+    assert!(lists.iter().all(|r| r.contains("limit=500")), "{lists:?}");
+    assert_eq!(lists.iter().filter(|r| r.contains("continue=")).count(), 2, "{lists:?}");
+}

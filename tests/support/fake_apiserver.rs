@@ -2,6 +2,7 @@
 //! collections the cache reads: lists carry a `resourceVersion`; `?watch=true&
 //! resourceVersion=N` streams `ADDED`/`MODIFIED`/`DELETED` events after N (and a
 //! `BOOKMARK`), or a `410 Gone` ERROR event when N is older than the last compaction.
+//! Lists are paged with `limit` and `continue`, as kube-rs asks for them.
 //! It can be stopped and restarted on the same port; its objects survive the restart.
 
 use std::collections::BTreeMap;
@@ -228,11 +229,37 @@ impl Store {
     }
 
     fn list(&self, collection: Collection) -> Value {
+        self.list_page(collection, None, None)
+            .expect("a whole list needs no continue token")
+    }
+
+    /// One page of a List: at most `limit` items from where `token` (a previous page's
+    /// `continue`) left off, and a `continue` of its own if more remain. The token is
+    /// opaque to clients; here it is the snapshot's resourceVersion and an offset, and it
+    /// expires (410) when history is compacted past it, as etcd's do.
+    fn list_page(
+        &self,
+        collection: Collection,
+        limit: Option<usize>,
+        token: Option<&str>,
+    ) -> Result<Value, String> {
+        let (snapshot_rv, offset) = match token {
+            Some(token) => token
+                .split_once('/')
+                .and_then(|(rv, offset)| Some((rv.parse::<u64>().ok()?, offset.parse().ok()?)))
+                .ok_or_else(|| format!("invalid continue token {token}"))?,
+            None => (self.resource_version, 0usize),
+        };
+        if token.is_some() && snapshot_rv < self.compacted_below {
+            return Err("The provided continue parameter is too old to display a consistent list result.".into());
+        }
+        let matching = self.objects.iter().filter(|((c, _, _), _)| *c == collection);
+        let total = matching.clone().count();
+        let limit = limit.filter(|&l| l > 0).unwrap_or(usize::MAX);
         // Like the API server, list items carry no apiVersion/kind of their own.
-        let items: Vec<Value> = self
-            .objects
-            .iter()
-            .filter(|((c, _, _), _)| *c == collection)
+        let items: Vec<Value> = matching
+            .skip(offset)
+            .take(limit)
             .map(|(_, object)| {
                 let mut item = object.clone();
                 let map = item.as_object_mut().unwrap();
@@ -241,12 +268,18 @@ impl Store {
                 item
             })
             .collect();
-        json!({
+        let next = offset + items.len();
+        let mut metadata = json!({"resourceVersion": snapshot_rv.to_string()});
+        if next < total {
+            metadata["continue"] = json!(format!("{snapshot_rv}/{next}"));
+            metadata["remainingItemCount"] = json!(total - next);
+        }
+        Ok(json!({
             "apiVersion": collection.api_version,
             "kind": format!("{}List", collection.kind),
-            "metadata": {"resourceVersion": self.resource_version.to_string()},
+            "metadata": metadata,
             "items": items,
-        })
+        }))
     }
 }
 
@@ -275,16 +308,21 @@ fn handle(store: &Arc<Mutex<Store>>, request: Request<Incoming>) -> Response<Bod
             &status(404, "NotFound", "no such collection"),
         );
     };
-    let query: BTreeMap<String, String> = uri
-        .query()
-        .unwrap_or_default()
-        .split('&')
-        .filter_map(|pair| pair.split_once('='))
-        .map(|(k, v)| (k.to_owned(), v.to_owned()))
-        .collect();
+    let query: BTreeMap<String, String> =
+        form_urlencoded::parse(uri.query().unwrap_or_default().as_bytes())
+            .into_owned()
+            .collect();
     if query.get("watch").map(String::as_str) != Some("true") {
-        let list = store.lock().unwrap().list(collection);
-        return json_response(StatusCode::OK, &list);
+        let limit = query.get("limit").and_then(|l| l.parse().ok());
+        let token = query.get("continue");
+        let page = store
+            .lock()
+            .unwrap()
+            .list_page(collection, limit, token.map(String::as_str));
+        return match page {
+            Ok(list) => json_response(StatusCode::OK, &list),
+            Err(reason) => json_response(StatusCode::GONE, &status(410, "Expired", &reason)),
+        };
     }
     let from: u64 = query
         .get("resourceVersion")
@@ -367,3 +405,4 @@ fn json_response(status: StatusCode, body: &Value) -> Response<Body> {
         .insert("content-type", "application/json".parse().unwrap());
     response
 }
+

@@ -57,8 +57,12 @@ pub async fn reflect(
         while let Some(Some(event)) = stream.next().now_or_never() {
             reflector.handle(event);
         }
+        let relisted = reflector.relisted;
         if let Some(list) = reflector.take_publishable() {
             state.publish(&reflector.kind, list);
+            if relisted {
+                super::release_freed_memory();
+            }
         }
     }
 }
@@ -73,6 +77,8 @@ struct Reflector {
     /// Objects of a (re-)list in progress; they replace the whole list at `InitDone`.
     relisting: Option<Changes>,
     synced: bool,
+    /// A whole list arrived since the last publication.
+    relisted: bool,
     dirty: bool,
     failing: bool,
 }
@@ -86,6 +92,7 @@ impl Reflector {
             pending_rv: 0,
             relisting: None,
             synced: false,
+            relisted: false,
             dirty: false,
             failing: false,
         }
@@ -127,6 +134,7 @@ impl Reflector {
                 self.list = KindList::new(self.kind.clone());
                 self.pending = listed;
                 self.dirty = true;
+                self.relisted = true;
                 if !self.synced {
                     tracing::info!(kind = %self.kind, objects = self.pending.len(), "first list complete");
                 }
@@ -165,6 +173,7 @@ impl Reflector {
         let changes = std::mem::take(&mut self.pending);
         self.list.apply(changes, self.pending_rv);
         self.dirty = false;
+        self.relisted = false;
         Some(self.list.json())
     }
 }
