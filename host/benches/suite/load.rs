@@ -94,13 +94,28 @@ impl Wrk {
     }
 }
 
-/// Resident set size of a process, in bytes.
-pub fn rss_bytes(pid: u32) -> anyhow::Result<u64> {
+/// Resident memory of a process, in bytes.
+#[derive(Debug, Clone, Copy)]
+pub struct Resident {
+    /// VmRSS: everything resident, the binary's text pages included.
+    pub total: u64,
+    /// RssAnon: resident anonymous memory, i.e. the heap, stacks and wasm memories; not
+    /// the pages of the executable, which come and go with the code paths a run takes.
+    pub anonymous: u64,
+}
+
+pub fn resident(pid: u32) -> anyhow::Result<Resident> {
     let status = std::fs::read_to_string(Path::new("/proc").join(pid.to_string()).join("status"))?;
-    let kib: u64 = status
-        .lines()
-        .find_map(|line| line.strip_prefix("VmRSS:"))
-        .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
-        .context("no VmRSS in /proc/PID/status")?;
-    Ok(kib * 1024)
+    let field = |name: &str| -> anyhow::Result<u64> {
+        let kib: u64 = status
+            .lines()
+            .find_map(|line| line.strip_prefix(name))
+            .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
+            .with_context(|| format!("no {name} in /proc/{pid}/status"))?;
+        Ok(kib * 1024)
+    };
+    Ok(Resident {
+        total: field("VmRSS:")?,
+        anonymous: field("RssAnon:")?,
+    })
 }

@@ -11,10 +11,15 @@ use guest_adapter::{ListJson, ResourceKind};
 use serde_json::Value;
 
 /// Where an object sorts in a List: by namespace, then name, as the API server lists them.
+/// One allocation per object: `namespace`, a NUL, then `name` (NUL sorts before every
+/// character a Kubernetes name may have, so this orders as the pair does).
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct ObjectKey {
-    pub namespace: String,
-    pub name: String,
+pub struct ObjectKey(Box<str>);
+
+impl ObjectKey {
+    pub fn new(namespace: &str, name: &str) -> Self {
+        Self(format!("{namespace}\0{name}").into_boxed_str())
+    }
 }
 
 /// The serialized List of one kind and the position of each object in it.
@@ -22,7 +27,9 @@ pub struct ObjectKey {
 pub struct KindList {
     kind: ResourceKind,
     list: ListJson,
-    items: BTreeMap<ObjectKey, Range<usize>>,
+    /// Sorted by key: a Vec, not a map, because the index is most of what the cache holds
+    /// beside the List itself.
+    items: Vec<(ObjectKey, Range<usize>)>,
     resource_version: u64,
 }
 
@@ -34,7 +41,7 @@ impl KindList {
         let mut list = Self {
             kind,
             list: ListJson::new(""),
-            items: BTreeMap::new(),
+            items: Vec::new(),
             resource_version: 0,
         };
         list.apply(Changes::new(), 0);
@@ -64,14 +71,25 @@ impl KindList {
             Value::from(format!("{}List", self.kind.kind)),
             self.resource_version
         );
-        let mut keys: Vec<&ObjectKey> = self.items.keys().chain(changes.keys()).collect();
+        let mut keys: Vec<&ObjectKey> = self
+            .items
+            .iter()
+            .map(|(key, _)| key)
+            .chain(changes.keys())
+            .collect();
         keys.sort_unstable();
         keys.dedup();
         let item = |key: &ObjectKey| -> Option<&[u8]> {
             match changes.get(key) {
                 Some(Some(new)) => Some(new),
                 Some(None) => None,
-                None => Some(&self.list.as_bytes()[self.items[key].clone()]),
+                None => {
+                    let at = self
+                        .items
+                        .binary_search_by(|(k, _)| k.cmp(key))
+                        .expect("a key of the List is in its index");
+                    Some(&self.list.as_bytes()[self.items[at].1.clone()])
+                }
             }
         };
         // Sized exactly: the List is the bulk of what the cache holds.
@@ -84,7 +102,7 @@ impl KindList {
             + 2;
         let mut out = Vec::with_capacity(size);
         out.extend_from_slice(header.as_bytes());
-        let mut items = BTreeMap::new();
+        let mut items = Vec::with_capacity(keys.len());
         for key in keys {
             let Some(bytes) = item(key) else { continue };
             if !items.is_empty() {
@@ -92,7 +110,7 @@ impl KindList {
             }
             let start = out.len();
             out.extend_from_slice(bytes);
-            items.insert(key.clone(), start..out.len());
+            items.push((key.clone(), start..out.len()));
         }
         out.extend_from_slice(b"]}");
         self.items = items;
@@ -127,10 +145,7 @@ pub fn prepare_object(kind: &ResourceKind, mut object: Value) -> Option<(ObjectK
             .and_then(Value::as_str)
             .unwrap_or_default()
     };
-    let key = ObjectKey {
-        namespace: text("namespace").to_owned(),
-        name: text("name").to_owned(),
-    };
+    let key = ObjectKey::new(text("namespace"), text("name"));
     let resource_version = text("resourceVersion").parse().unwrap_or(0);
     let bytes = serde_json::to_vec(&object).expect("a JSON value always serializes");
     Some((key, Bytes::from(bytes), resource_version))
