@@ -15,6 +15,7 @@ use crate::{Scale, async_runtime, policies_yml, server_binary};
 
 pub const SNAPSHOT_NAMESPACES: usize = 10_000;
 const CONCURRENCY: [usize; 3] = [1, 16, 64];
+const TARGET_PAIRS: usize = 3;
 
 pub fn run(report: &mut Report, scale: &Scale) -> anyhow::Result<()> {
     let wasm = policy_server_e2e::wasm();
@@ -67,17 +68,14 @@ pub fn run(report: &mut Report, scale: &Scale) -> anyhow::Result<()> {
         &["route", "connections", "requests/s", "p50 ms", "p99 ms", "of no-op requests/s"],
     );
     let mut floor = [0.0; CONCURRENCY.len()];
-    let mut trivial = [0.0; CONCURRENCY.len()];
     for (index, (name, path, body)) in routes.iter().enumerate() {
         let url = server.ip_url(path);
         let body = serde_json::to_vec(body)?;
         wrk.run(&url, &body, 16, Duration::from_secs(1))?; // warm up
         for (c, &concurrency) in CONCURRENCY.iter().enumerate() {
             let load = wrk.run(&url, &body, concurrency, scale.load_duration)?;
-            match index {
-                0 => floor[c] = load.requests_per_second,
-                1 => trivial[c] = load.requests_per_second,
-                _ => {}
+            if index == 0 {
+                floor[c] = load.requests_per_second;
             }
             table.row(vec![
                 text(*name),
@@ -90,7 +88,35 @@ pub fn run(report: &mut Report, scale: &Scale) -> anyhow::Result<()> {
         }
     }
     report.add(table);
-    let c16 = CONCURRENCY.iter().position(|&c| c == 16).expect("c=16 is measured");
-    report.at_least("trivial legacy / no-op requests/s, c=16", trivial[c16] / floor[c16], 0.5);
+
+    // The target's ratio: the two routes in alternation at 16 connections, so drifting
+    // load on the machine weighs on both; the median of the pairs.
+    let (noop, trivial) = (&routes[0], &routes[1]);
+    let (noop_url, trivial_url) = (server.ip_url(noop.1), server.ip_url(trivial.1));
+    let (noop_body, trivial_body) = (serde_json::to_vec(noop.2)?, serde_json::to_vec(trivial.2)?);
+    let mut pairs = Table::new(
+        "e2e_pairs",
+        "Trivial legacy policy against the no-op route, alternating, 16 connections",
+        &["pair", "no-op requests/s", "trivial requests/s", "ratio"],
+    );
+    let mut ratios = Vec::new();
+    for pair in 1..=TARGET_PAIRS {
+        let floor = wrk.run(&noop_url, &noop_body, 16, scale.load_duration)?;
+        let policy = wrk.run(&trivial_url, &trivial_body, 16, scale.load_duration)?;
+        let ratio = policy.requests_per_second / floor.requests_per_second;
+        ratios.push(ratio);
+        pairs.row(vec![
+            text(pair.to_string()),
+            num(floor.requests_per_second, 0),
+            num(policy.requests_per_second, 0),
+            num(ratio, 2),
+        ]);
+    }
+    report.add(pairs);
+    report.at_least(
+        "trivial legacy / no-op requests/s, c=16 (median of alternating pairs)",
+        crate::stats::Stats::of(ratios).p50,
+        0.5,
+    );
     Ok(())
 }

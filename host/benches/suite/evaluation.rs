@@ -1,6 +1,6 @@
 //! Per-evaluation cost, in process: a fresh instance per evaluation (what the server
 //! does) against one instance reused for every evaluation, for legacy example policies
-//! and their component twins.
+//! and their component twins. The two are timed in alternation, so they see the same load.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,7 +16,7 @@ use serde_json::{Value, json};
 
 use crate::Scale;
 use crate::report::{Report, Table, num, text};
-use crate::stats::{Stats, measure};
+use crate::stats::{Stats, measure_pair};
 
 const TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -112,16 +112,19 @@ fn measure_legacy(runtime: &Runtime, case: &Case, scale: &Scale) -> anyhow::Resu
     let check = module.call(runtime, case.context.clone(), TIMEOUT, "validate", payload.clone())?;
     let answer: Value = serde_json::from_slice(&check)?;
     anyhow::ensure!(answer["accepted"] == true, "{}: expected an accepting verdict, got {answer}", case.name);
-    let fresh = measure(scale.warmup, scale.samples, || {
-        module
-            .call(runtime, case.context.clone(), TIMEOUT, "validate", payload.clone())
-            .expect("evaluation");
-    });
     let mut instance = WapcInstance::new(&module, runtime, case.context.clone(), TIMEOUT)?;
-    let reused = measure(scale.warmup, scale.samples, || {
-        instance.call("validate", payload.clone()).expect("evaluation");
-    });
-    Ok((fresh, reused))
+    Ok(measure_pair(
+        scale.warmup,
+        scale.samples,
+        || {
+            module
+                .call(runtime, case.context.clone(), TIMEOUT, "validate", payload.clone())
+                .expect("evaluation");
+        },
+        || {
+            instance.call("validate", payload.clone()).expect("evaluation");
+        },
+    ))
 }
 
 fn measure_component(runtime: &Runtime, case: &Case, scale: &Scale) -> anyhow::Result<(Stats, Stats)> {
@@ -129,14 +132,17 @@ fn measure_component(runtime: &Runtime, case: &Case, scale: &Scale) -> anyhow::R
     let (request, settings) = (case.request.to_string(), case.settings.to_string());
     let verdict = module.validate(runtime, case.context.clone(), TIMEOUT, &request, &settings)?;
     anyhow::ensure!(verdict.accepted, "{}: expected an accepting verdict", case.name);
-    let fresh = measure(scale.warmup, scale.samples, || {
-        module
-            .validate(runtime, case.context.clone(), TIMEOUT, &request, &settings)
-            .expect("evaluation");
-    });
     let mut instance = ComponentInstance::new(&module, runtime, case.context.clone(), TIMEOUT)?;
-    let reused = measure(scale.warmup, scale.samples, || {
-        instance.validate(&request, &settings).expect("evaluation");
-    });
-    Ok((fresh, reused))
+    Ok(measure_pair(
+        scale.warmup,
+        scale.samples,
+        || {
+            module
+                .validate(runtime, case.context.clone(), TIMEOUT, &request, &settings)
+                .expect("evaluation");
+        },
+        || {
+            instance.validate(&request, &settings).expect("evaluation");
+        },
+    ))
 }

@@ -123,29 +123,46 @@ fn namespaces(count: usize) -> ListJson {
     list.json()
 }
 
-/// µs per call: (time of `rounds` evaluations with calls − without) / calls.
-/// `evaluate(true)` makes the calls, `evaluate(false)` none.
+/// µs per call: (time of evaluations with calls − without) / calls, in blocks that
+/// alternate the two; the median over the blocks, so a burst of load on the machine
+/// spoils one block, not the figure. `evaluate(true)` makes the calls, `evaluate(false)`
+/// none.
 fn per_call(rounds: usize, mut evaluate: impl FnMut(bool)) -> f64 {
+    const BLOCKS: usize = 7;
+    let per_block = rounds.div_ceil(BLOCKS).max(1);
     let mut time = |calls: bool| {
         let started = Instant::now();
-        for _ in 0..rounds {
+        for _ in 0..per_block {
             evaluate(calls);
         }
         started.elapsed().as_secs_f64() * 1e6
     };
     time(true); // warm up
     time(false);
-    let loaded = time(true);
-    let empty = time(false);
-    (loaded - empty) / (rounds * CALLS_PER_EVALUATION) as f64
+    let estimates: Vec<f64> = (0..BLOCKS)
+        .map(|_| {
+            let loaded = time(true);
+            let empty = time(false);
+            (loaded - empty) / (per_block * CALLS_PER_EVALUATION) as f64
+        })
+        .collect();
+    crate::stats::Stats::of(estimates).p50
 }
 
+/// µs per copy of `bytes` into a buffer already in memory, median over blocks.
 fn plain_copy(bytes: &[u8], copies: usize) -> f64 {
+    const BLOCKS: usize = 7;
+    let per_block = copies.div_ceil(BLOCKS).max(1);
     let mut destination = vec![0u8; bytes.len()];
-    let started = Instant::now();
-    for _ in 0..copies {
-        destination.copy_from_slice(std::hint::black_box(bytes));
-        std::hint::black_box(&mut destination);
-    }
-    started.elapsed().as_secs_f64() * 1e6 / copies as f64
+    let estimates: Vec<f64> = (0..BLOCKS)
+        .map(|_| {
+            let started = Instant::now();
+            for _ in 0..per_block {
+                destination.copy_from_slice(std::hint::black_box(bytes));
+                std::hint::black_box(&mut destination);
+            }
+            started.elapsed().as_secs_f64() * 1e6 / per_block as f64
+        })
+        .collect();
+    crate::stats::Stats::of(estimates).p50
 }

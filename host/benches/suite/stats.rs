@@ -23,18 +23,27 @@ impl Stats {
     }
 }
 
-/// Runs `run` `warmup` times, then times `samples` runs of it, in µs.
-pub fn measure(warmup: usize, samples: usize, mut run: impl FnMut()) -> Stats {
+/// Times `a` and `b` in alternation, `samples` runs each (after `warmup` of each), in µs:
+/// both see the same machine, so their ratio holds even when its load drifts.
+pub fn measure_pair(
+    warmup: usize,
+    samples: usize,
+    mut a: impl FnMut(),
+    mut b: impl FnMut(),
+) -> (Stats, Stats) {
     for _ in 0..warmup {
-        run();
+        a();
+        b();
     }
-    Stats::of(
-        (0..samples)
-            .map(|_| {
-                let started = Instant::now();
-                run();
-                started.elapsed().as_secs_f64() * 1e6
-            })
-            .collect(),
-    )
+    let time = |run: &mut dyn FnMut()| {
+        let started = Instant::now();
+        run();
+        started.elapsed().as_secs_f64() * 1e6
+    };
+    let (mut a_samples, mut b_samples) = (Vec::with_capacity(samples), Vec::with_capacity(samples));
+    for _ in 0..samples {
+        a_samples.push(time(&mut a));
+        b_samples.push(time(&mut b));
+    }
+    (Stats::of(a_samples), Stats::of(b_samples))
 }
