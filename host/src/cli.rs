@@ -171,6 +171,7 @@ async fn run(args: ServeArgs) -> anyhow::Result<()> {
     })
     .await
     .context("policy loading panicked")??;
+    crate::cache::release_freed_memory();
     if let Some((hits, misses)) = runtime.compile_cache_hits_and_misses() {
         tracing::info!(hits, misses, "compile cache");
     }

@@ -9,7 +9,7 @@ use policy_server_e2e::requests::{pod, review};
 use policy_server_e2e::{Server, ServerBuilder};
 use serde_json::json;
 
-use crate::cluster::{ingress, namespace, service};
+use crate::cluster::{ingress, namespace, namespace_name, service};
 use crate::load::{Resident, Wrk, resident};
 use crate::report::{Report, Table, num, text};
 use crate::{Scale, async_runtime, policies_yml, server_binary};
@@ -73,13 +73,29 @@ pub fn run(report: &mut Report, scale: &Scale) -> anyhow::Result<()> {
         .map(|object| serde_json::to_vec(&object).map_or(0, |bytes| bytes.len()))
         .sum();
     let (loaded, server) = median_of_starts(&api, "loaded")?;
+    // The cache really holds them: the last namespace, with its label, is known.
+    let service = review(json!({"apiVersion": "v1", "kind": "Service",
+        "metadata": {"name": "api", "namespace": namespace_name(9_999)}}));
+    let answer = runtime.block_on(server.validate("namespaces", &service));
+    anyhow::ensure!(answer["allowed"] == true, "the loaded cache does not know team-09999: {answer}");
     let cache = loaded.anonymous.saturating_sub(empty.anonymous) as f64;
     let ratio = cache / json_bytes as f64;
+    // The cache's own account of what it holds, as it logs it after each whole list.
+    let held: u64 = server
+        .log()
+        .lines()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .filter(|event| event["message"] == "listed; cached")
+        .map(|event| (event["kind"].to_string(), event["bytes"].as_u64().unwrap_or(0)))
+        .collect::<std::collections::BTreeMap<_, _>>()
+        .values()
+        .sum();
+    anyhow::ensure!(held > 0, "the server logged no cached lists: {}", server.log());
 
     let mut table = Table::new(
         "memory",
         format!("Memory with the cluster cache filled (median of {STARTS} starts each)"),
-        &["measure", "RSS MiB", "anonymous MiB"],
+        &["measure", "MiB (RSS for a server)", "anonymous MiB"],
     );
     let mib = |bytes: u64| num(bytes as f64 / MIB, 1);
     table.row(vec![text("JSON of the 25,000 cached objects"), num(json_bytes as f64 / MIB, 1), text("")]);
@@ -91,8 +107,15 @@ pub fn run(report: &mut Report, scale: &Scale) -> anyhow::Result<()> {
         num(cache / MIB, 1),
     ]);
     table.row(vec![text("cache / JSON"), text(""), num(ratio, 2)]);
+    table.row(vec![text("held by the cache, as it logs it (Lists + keys + index)"), num(held as f64 / MIB, 1), text("")]);
+    table.row(vec![text("held / JSON"), num(held as f64 / json_bytes as f64, 2), text("")]);
     report.add(table);
-    report.at_most("cache (anonymous resident memory) / JSON of the cached objects", ratio, 1.5);
+    // The larger of the two: the resident difference is noisy by a few MiB either way.
+    report.at_most(
+        "cache memory / JSON of the cached objects (larger of resident and held)",
+        ratio.max(held as f64 / json_bytes as f64),
+        1.5,
+    );
 
     // The soak: the trivial policy at 16 connections until a million requests.
     let wrk = Wrk::new()?;

@@ -3,16 +3,16 @@
 //! The cache keeps only the serialized List and, per object, where its bytes sit inside
 //! it: no second copy of the objects, and a host call hands out the prepared bytes.
 
+use std::cmp::Ordering;
 use std::collections::BTreeMap;
-use std::ops::Range;
 
 use bytes::Bytes;
 use guest_adapter::{ListJson, ResourceKind};
 use serde_json::Value;
 
 /// Where an object sorts in a List: by namespace, then name, as the API server lists them.
-/// One allocation per object: `namespace`, a NUL, then `name` (NUL sorts before every
-/// character a Kubernetes name may have, so this orders as the pair does).
+/// Spelled `namespace`, a NUL, then `name`: NUL sorts before every character a Kubernetes
+/// name may have, so the text orders as the pair does.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct ObjectKey(Box<str>);
 
@@ -20,17 +20,35 @@ impl ObjectKey {
     pub fn new(namespace: &str, name: &str) -> Self {
         Self(format!("{namespace}\0{name}").into_boxed_str())
     }
+
+    fn as_str(&self) -> &str {
+        &self.0
+    }
 }
 
-/// The serialized List of one kind and the position of each object in it.
+/// The serialized List of one kind and where each object sits in it.
+///
+/// Three allocations however many objects: the List text, the keys of its items
+/// concatenated, and one fixed-size entry per item. Beside the List, the index is most
+/// of what the cache holds, and many small allocations would also pin the pages freed
+/// around them while a List is parsed.
 #[derive(Debug)]
 pub struct KindList {
     kind: ResourceKind,
     list: ListJson,
-    /// Sorted by key: a Vec, not a map, because the index is most of what the cache holds
-    /// beside the List itself.
-    items: Vec<(ObjectKey, Range<usize>)>,
+    /// The keys of the items, in List order, one after the other.
+    keys: String,
+    /// In List (and key) order.
+    items: Vec<Item>,
     resource_version: u64,
+}
+
+/// One object of a List: where its key ends in `keys` (it starts where the previous one
+/// ends) and its bytes in the List.
+#[derive(Debug, Clone, Copy)]
+struct Item {
+    key_end: usize,
+    bytes: (usize, usize),
 }
 
 /// A change to apply: the object's new JSON, or `None` for a deletion.
@@ -41,6 +59,7 @@ impl KindList {
         let mut list = Self {
             kind,
             list: ListJson::new(""),
+            keys: String::new(),
             items: Vec::new(),
             resource_version: 0,
         };
@@ -61,6 +80,52 @@ impl KindList {
         self.items.is_empty()
     }
 
+    /// What this List keeps on the heap: its text, its keys and its index.
+    pub fn held_bytes(&self) -> usize {
+        self.list.len() + self.keys.capacity() + self.items.capacity() * size_of::<Item>()
+    }
+
+    /// The current items, key and bytes, in order.
+    fn current(&self) -> impl Iterator<Item = (&str, &[u8])> {
+        let mut key_start = 0;
+        self.items.iter().map(move |item| {
+            let key = &self.keys[key_start..item.key_end];
+            key_start = item.key_end;
+            (key, &self.list.as_bytes()[item.bytes.0..item.bytes.1])
+        })
+    }
+
+    /// The items after `changes`, in key order: a merge of the two sorted sequences.
+    fn merged<'a>(&'a self, changes: &'a Changes) -> impl Iterator<Item = (&'a str, &'a [u8])> {
+        let mut current = self.current().peekable();
+        let mut changes = changes
+            .iter()
+            .map(|(key, bytes)| (key.as_str(), bytes.as_deref()))
+            .peekable();
+        std::iter::from_fn(move || {
+            loop {
+                let order = match (current.peek(), changes.peek()) {
+                    (None, None) => return None,
+                    (Some(_), None) => Ordering::Less,
+                    (None, Some(_)) => Ordering::Greater,
+                    (Some((old, _)), Some((new, _))) => old.cmp(new),
+                };
+                match order {
+                    Ordering::Less => return current.next(),
+                    Ordering::Equal => {
+                        current.next();
+                    }
+                    Ordering::Greater => {}
+                }
+                // A change: the new bytes, or nothing for a deletion.
+                let (key, bytes) = changes.next().expect("peeked");
+                if let Some(bytes) = bytes {
+                    return Some((key, bytes));
+                }
+            }
+        })
+    }
+
     /// Applies a batch of changes and rebuilds the List once. `resource_version` is the
     /// newest one the batch carried; the List keeps the highest it has seen.
     pub fn apply(&mut self, changes: Changes, resource_version: u64) {
@@ -71,52 +136,35 @@ impl KindList {
             Value::from(format!("{}List", self.kind.kind)),
             self.resource_version
         );
-        let mut keys: Vec<&ObjectKey> = self
-            .items
-            .iter()
-            .map(|(key, _)| key)
-            .chain(changes.keys())
-            .collect();
-        keys.sort_unstable();
-        keys.dedup();
-        let item = |key: &ObjectKey| -> Option<&[u8]> {
-            match changes.get(key) {
-                Some(Some(new)) => Some(new),
-                Some(None) => None,
-                None => {
-                    let at = self
-                        .items
-                        .binary_search_by(|(k, _)| k.cmp(key))
-                        .expect("a key of the List is in its index");
-                    Some(&self.list.as_bytes()[self.items[at].1.clone()])
-                }
-            }
-        };
-        // Sized exactly: the List is the bulk of what the cache holds.
-        let size = header.len()
-            + keys
-                .iter()
-                .filter_map(|k| item(k))
-                .map(|b| b.len() + 1)
-                .sum::<usize>()
-            + 2;
+        // Sized exactly, in a first pass: the List is the bulk of what the cache holds.
+        let (mut size, mut key_bytes, mut count) = (header.len() + 2, 0, 0);
+        for (key, bytes) in self.merged(&changes) {
+            size += bytes.len() + 1;
+            key_bytes += key.len();
+            count += 1;
+        }
         let mut out = Vec::with_capacity(size);
+        let mut keys = String::with_capacity(key_bytes);
+        let mut items = Vec::with_capacity(count);
         out.extend_from_slice(header.as_bytes());
-        let mut items = Vec::with_capacity(keys.len());
-        for key in keys {
-            let Some(bytes) = item(key) else { continue };
+        for (key, bytes) in self.merged(&changes) {
             if !items.is_empty() {
                 out.push(b',');
             }
             let start = out.len();
             out.extend_from_slice(bytes);
-            items.push((key.clone(), start..out.len()));
+            keys.push_str(key);
+            items.push(Item {
+                key_end: keys.len(),
+                bytes: (start, out.len()),
+            });
         }
         out.extend_from_slice(b"]}");
-        self.items = items;
         // Objects are serialized by serde_json and the header is built from JSON strings.
         let text = String::from_utf8(out).expect("a List built from JSON text is UTF-8");
         self.list = ListJson::new(text);
+        self.keys = keys;
+        self.items = items;
     }
 }
 
@@ -197,6 +245,33 @@ mod tests {
         assert_eq!(json["items"][0]["metadata"]["labels"]["x"], "y");
         assert_eq!(json["metadata"]["resourceVersion"], "9");
         assert_eq!(list.len(), 1);
+    }
+
+    #[test]
+    fn orders_by_namespace_then_name_and_ignores_deleting_the_unknown() {
+        let kind = ResourceKind::services();
+        let object = |namespace: &str, name: &str| {
+            prepare_object(&kind, json!({"metadata": {"namespace": namespace, "name": name}}))
+                .unwrap()
+        };
+        let (b_a, b_a_bytes, _) = object("b", "a");
+        let (a_z, a_z_bytes, _) = object("a", "z");
+        let (a, a_bytes, _) = object("a", "a-long-name");
+        let mut list = KindList::new(kind.clone());
+        list.apply(
+            changes(&[(b_a, Some(b_a_bytes)), (a_z.clone(), Some(a_z_bytes)), (a, Some(a_bytes))]),
+            3,
+        );
+        list.apply(changes(&[(ObjectKey::new("c", "gone"), None), (a_z, None)]), 4);
+        let json: Value = serde_json::from_str(list.json().as_str()).unwrap();
+        let names: Vec<(&str, &str)> = json["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|i| (i["metadata"]["namespace"].as_str().unwrap(), i["metadata"]["name"].as_str().unwrap()))
+            .collect();
+        assert_eq!(names, [("a", "a-long-name"), ("b", "a")]);
+        assert_eq!(list.len(), 2);
     }
 
     #[test]

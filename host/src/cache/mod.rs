@@ -103,10 +103,11 @@ impl ClusterCache for ClusterState {
     }
 }
 
-/// Hands memory freed after a whole List was parsed back to the OS. Parsing allocates
-/// several times the List's size in short-lived values; glibc keeps what they freed in
-/// its per-thread arenas, where it would count against the server for good.
-pub(crate) fn release_freed_memory() {
+/// Hands memory freed by a burst of short-lived allocations back to the OS: parsing a
+/// whole List allocates several times its size, compiling policies far more, and glibc
+/// keeps what they freed in its per-thread arenas, where it would count against the
+/// server for good.
+pub fn release_freed_memory() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: malloc_trim only returns free pages of the allocator's heaps to the OS.
     unsafe {

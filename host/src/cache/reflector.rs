@@ -135,9 +135,6 @@ impl Reflector {
                 self.pending = listed;
                 self.dirty = true;
                 self.relisted = true;
-                if !self.synced {
-                    tracing::info!(kind = %self.kind, objects = self.pending.len(), "first list complete");
-                }
                 self.synced = true;
             }
             Event::Apply(object) => {
@@ -173,7 +170,14 @@ impl Reflector {
         let changes = std::mem::take(&mut self.pending);
         self.list.apply(changes, self.pending_rv);
         self.dirty = false;
-        self.relisted = false;
+        if std::mem::take(&mut self.relisted) {
+            tracing::info!(
+                kind = %self.kind,
+                objects = self.list.len(),
+                bytes = self.list.held_bytes(),
+                "listed; cached"
+            );
+        }
         Some(self.list.json())
     }
 }
