@@ -148,6 +148,13 @@ async fn run(args: ServeArgs) -> anyhow::Result<()> {
             .max(2)
     });
     anyhow::ensure!(workers > 0, "--workers must be at least 1");
+    let queue = args
+        .max_queued_evaluations
+        .unwrap_or(workers * DEFAULT_QUEUED_PER_WORKER);
+    anyhow::ensure!(
+        (1..=MAX_QUEUED_EVALUATIONS).contains(&queue),
+        "--max-queued-evaluations must be between 1 and {MAX_QUEUED_EVALUATIONS}"
+    );
     let file = PoliciesFile::load(&args.policies)?;
     let runtime = Arc::new(Runtime::new(RuntimeConfig {
         memory_limit_bytes: args.policy_memory_limit_mib << 20,
@@ -200,13 +207,7 @@ async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let readiness = Readiness::new(cache);
     let policy_count = policies.len();
     let state = Arc::new(AppState {
-        evaluator: Evaluator::new(
-            runtime,
-            policies,
-            workers,
-            args.max_queued_evaluations
-                .unwrap_or(workers * DEFAULT_QUEUED_PER_WORKER),
-        ),
+        evaluator: Evaluator::new(runtime, policies, workers, queue),
         max_body_bytes: args.max_request_body_bytes,
         readiness: readiness.clone(),
         noop_route: args.enable_noop_route,
@@ -248,6 +249,10 @@ async fn start_cluster_cache(
     };
     Ok(Some(crate::cache::start(kinds, &source).await?))
 }
+
+/// The most evaluations that may wait for a worker: the queue's slots are allocated up
+/// front, and beyond this the wait itself would outlast any webhook timeout.
+const MAX_QUEUED_EVALUATIONS: usize = 1 << 16;
 
 /// Resolves on SIGTERM (what Kubernetes sends) or Ctrl-C. The handlers are installed
 /// when this is called, not when the future is first polled.

@@ -61,7 +61,8 @@ pub async fn reflect(
         if let Some(list) = reflector.take_publishable() {
             state.publish(&reflector.kind, list);
             if relisted {
-                super::release_freed_memory();
+                // It walks the whole heap: not on a runtime thread.
+                tokio::task::spawn_blocking(super::release_freed_memory);
             }
         }
     }

@@ -81,6 +81,11 @@ impl Evaluator {
         let (answer, answered) = tokio::sync::oneshot::channel();
         let (runtime, policy) = (self.runtime.clone(), policy.clone());
         let job: Job = Box::new(move || {
+            // The caller gave up while this waited (the API server timed out, the client
+            // went away): nobody would read the verdict.
+            if answer.is_closed() {
+                return;
+            }
             // A panic in the host must cost this evaluation, not the worker.
             let outcome =
                 std::panic::catch_unwind(AssertUnwindSafe(|| policy.validate(&runtime, &request)))
