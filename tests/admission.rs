@@ -713,19 +713,33 @@ async fn the_compile_cache_is_filled_once_and_then_used() {
 
     let mut cold = start_cached();
     let logged = cold.wait_for_log(cache_log).await;
-    assert_eq!((logged["hits"].as_u64(), logged["misses"].as_u64()), (Some(0), Some(2)), "{logged}");
+    assert_eq!(
+        (logged["hits"].as_u64(), logged["misses"].as_u64()),
+        (Some(0), Some(2)),
+        "{logged}"
+    );
     assert_eq!(cold.validate("labels", &object).await["allowed"], false);
     assert!(cold.terminate().success());
     let files = walk(cache.path());
-    assert!(!files.is_empty(), "nothing was written to the compile cache");
+    assert!(
+        !files.is_empty(),
+        "nothing was written to the compile cache"
+    );
 
     let warm = start_cached();
     let logged = warm.wait_for_log(cache_log).await;
-    assert_eq!((logged["hits"].as_u64(), logged["misses"].as_u64()), (Some(2), Some(0)), "{logged}");
+    assert_eq!(
+        (logged["hits"].as_u64(), logged["misses"].as_u64()),
+        (Some(2), Some(0)),
+        "{logged}"
+    );
     // Same verdicts from the cached code.
     assert_eq!(warm.validate("labels", &object).await["allowed"], false);
     let accepted = warm
-        .validate("latest", &review(pod("web", json!({"team": "a"}), &["nginx:1.27"])))
+        .validate(
+            "latest",
+            &review(pod("web", json!({"team": "a"}), &["nginx:1.27"])),
+        )
         .await;
     assert_eq!(accepted["allowed"], true, "{accepted}");
 }

@@ -541,9 +541,12 @@ async fn large_collections_are_listed_in_pages_and_arrive_whole() {
     .await;
     wait_ready(&server).await;
 
-    let list: Value =
-        serde_json::from_str(&message(&server.validate("echo", &review(service("api", "team-0000"))).await))
-            .unwrap();
+    let list: Value = serde_json::from_str(&message(
+        &server
+            .validate("echo", &review(service("api", "team-0000")))
+            .await,
+    ))
+    .unwrap();
     let names: Vec<&str> = list["items"]
         .as_array()
         .unwrap()
@@ -561,5 +564,9 @@ async fn large_collections_are_listed_in_pages_and_arrive_whole() {
         .filter(|r| r.contains("/api/v1/namespaces?") && !r.contains("watch=true"))
         .collect();
     assert!(lists.iter().all(|r| r.contains("limit=500")), "{lists:?}");
-    assert_eq!(lists.iter().filter(|r| r.contains("continue=")).count(), 2, "{lists:?}");
+    assert_eq!(
+        lists.iter().filter(|r| r.contains("continue=")).count(),
+        2,
+        "{lists:?}"
+    );
 }

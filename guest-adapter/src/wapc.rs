@@ -135,7 +135,9 @@ mod tests {
 
     #[test]
     fn granted_lists_are_answered_from_the_cache() {
-        let cache = Arc::new(FakeCache(Mutex::new(Some(ListJson::new(r#"{"items":[]}"#)))));
+        let cache = Arc::new(FakeCache(Mutex::new(Some(ListJson::new(
+            r#"{"items":[]}"#,
+        )))));
         let mut session = session(&[ResourceKind::new("v1", "namespace")], cache);
         let answer = session
             .wapc_host_call("kubernetes", "namespaces", "list", b"")

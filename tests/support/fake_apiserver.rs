@@ -247,11 +247,20 @@ impl Store {
         let (snapshot_rv, after) = match token {
             Some(token) => {
                 let mut parts = token.splitn(3, '/');
-                match (parts.next().and_then(|rv| rv.parse::<u64>().ok()), parts.next(), parts.next()) {
+                match (
+                    parts.next().and_then(|rv| rv.parse::<u64>().ok()),
+                    parts.next(),
+                    parts.next(),
+                ) {
                     (Some(rv), Some(namespace), Some(name)) => {
                         (rv, Some((namespace.to_owned(), name.to_owned())))
                     }
-                    _ => return Err((StatusCode::BAD_REQUEST, format!("invalid continue token {token}"))),
+                    _ => {
+                        return Err((
+                            StatusCode::BAD_REQUEST,
+                            format!("invalid continue token {token}"),
+                        ));
+                    }
                 }
             }
             None => (self.resource_version, None),
@@ -259,7 +268,8 @@ impl Store {
         if token.is_some() && snapshot_rv < self.compacted_below {
             return Err((
                 StatusCode::GONE,
-                "The provided continue parameter is too old to display a consistent list result.".into(),
+                "The provided continue parameter is too old to display a consistent list result."
+                    .into(),
             ));
         }
         let matching: Vec<(&(Collection, String, String), &Value)> = self
@@ -267,9 +277,9 @@ impl Store {
             .iter()
             .filter(|((c, namespace, name), _)| {
                 *c == collection
-                    && after
-                        .as_ref()
-                        .is_none_or(|(ns, n)| (namespace.as_str(), name.as_str()) > (ns.as_str(), n.as_str()))
+                    && after.as_ref().is_none_or(|(ns, n)| {
+                        (namespace.as_str(), name.as_str()) > (ns.as_str(), n.as_str())
+                    })
             })
             .collect();
         let limit = limit.filter(|&l| l > 0).unwrap_or(usize::MAX);
@@ -286,7 +296,8 @@ impl Store {
             })
             .collect();
         let mut metadata = json!({"resourceVersion": snapshot_rv.to_string()});
-        if let (true, Some(((_, namespace, name), _))) = (page.len() < matching.len(), page.last()) {
+        if let (true, Some(((_, namespace, name), _))) = (page.len() < matching.len(), page.last())
+        {
             metadata["continue"] = json!(format!("{snapshot_rv}/{namespace}/{name}"));
             metadata["remainingItemCount"] = json!(matching.len() - page.len());
         }
@@ -338,7 +349,11 @@ fn handle(store: &Arc<Mutex<Store>>, request: Request<Incoming>) -> Response<Bod
         return match page {
             Ok(list) => json_response(StatusCode::OK, &list),
             Err((code, reason)) => {
-                let name = if code == StatusCode::GONE { "Expired" } else { "BadRequest" };
+                let name = if code == StatusCode::GONE {
+                    "Expired"
+                } else {
+                    "BadRequest"
+                };
                 json_response(code, &status(code.as_u16(), name, &reason))
             }
         };
@@ -424,4 +439,3 @@ fn json_response(status: StatusCode, body: &Value) -> Response<Body> {
         .insert("content-type", "application/json".parse().unwrap());
     response
 }
-

@@ -26,14 +26,20 @@ impl Guest for Policy {
             serde_json::from_str::<Value>(&request),
             serde_json::from_str::<Settings>(&settings),
         ) else {
-            return Verdict { accepted: false, message: Some("malformed input".into()), ..accept() };
+            return Verdict {
+                accepted: false,
+                message: Some("malformed input".into()),
+                ..accept()
+            };
         };
         let mut object = request["object"].clone();
         // DELETE requests carry no object: nothing to label.
         let Some(metadata) = object.get_mut("metadata").and_then(Value::as_object_mut) else {
             return accept();
         };
-        let labels = metadata.entry("labels").or_insert_with(|| Value::Object(Map::new()));
+        let labels = metadata
+            .entry("labels")
+            .or_insert_with(|| Value::Object(Map::new()));
         let Some(labels) = labels.as_object_mut() else {
             return accept();
         };
@@ -47,7 +53,11 @@ impl Guest for Policy {
         if added.is_empty() {
             return accept();
         }
-        Verdict { mutated_object: Some(object.to_string()), warnings: added, ..accept() }
+        Verdict {
+            mutated_object: Some(object.to_string()),
+            warnings: added,
+            ..accept()
+        }
     }
 
     fn validate_settings(settings: String) -> SettingsVerdict {
@@ -59,7 +69,10 @@ impl Guest for Policy {
             }
             Ok(_) => Ok(()),
         };
-        SettingsVerdict { valid: verdict.is_ok(), message: verdict.err() }
+        SettingsVerdict {
+            valid: verdict.is_ok(),
+            message: verdict.err(),
+        }
     }
 }
 

@@ -15,7 +15,10 @@ use slog::{Logger, info, o};
 use guest::prelude::*;
 
 static LOG_DRAIN: LazyLock<Logger> = LazyLock::new(|| {
-    Logger::root(logging::KubewardenDrain::new(), o!("policy" => "required-labels"))
+    Logger::root(
+        logging::KubewardenDrain::new(),
+        o!("policy" => "required-labels"),
+    )
 });
 
 #[derive(Debug, Default, Deserialize)]
@@ -47,7 +50,9 @@ pub extern "C" fn wapc_init() {
 fn validate(payload: &[u8]) -> CallResult {
     let request = ValidationRequest::<Settings>::new(payload)?;
     let object = &request.request.object;
-    let labels = object.pointer("/metadata/labels").and_then(|l| l.as_object());
+    let labels = object
+        .pointer("/metadata/labels")
+        .and_then(|l| l.as_object());
     let missing: Vec<&str> = request
         .settings
         .required_labels

@@ -71,7 +71,13 @@ fn judge(request: &str, settings: &str) -> Result<Option<String>, String> {
         .find(|ns| ns["metadata"]["name"] == namespace);
     Ok(match found {
         None => Some(format!("namespace {namespace} does not exist")),
-        Some(ns) if ns["metadata"]["labels"].get(&settings.namespace_label).is_some() => None,
+        Some(ns)
+            if ns["metadata"]["labels"]
+                .get(&settings.namespace_label)
+                .is_some() =>
+        {
+            None
+        }
         Some(_) => Some(format!(
             "Services may only be created in namespaces labelled {}; {namespace} is not",
             settings.namespace_label

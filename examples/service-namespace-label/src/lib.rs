@@ -37,7 +37,9 @@ fn validate_settings(payload: &[u8]) -> CallResult {
 }
 
 fn reject(message: String) -> CallResult {
-    Ok(serde_json::to_vec(&json!({"accepted": false, "message": message, "code": 403}))?)
+    Ok(serde_json::to_vec(
+        &json!({"accepted": false, "message": message, "code": 403}),
+    )?)
 }
 
 fn validate(payload: &[u8]) -> CallResult {
@@ -59,7 +61,11 @@ fn validate(payload: &[u8]) -> CallResult {
         .find(|ns| ns["metadata"]["name"] == namespace);
     match found {
         None => reject(format!("namespace {namespace} does not exist")),
-        Some(ns) if ns["metadata"]["labels"].get(&settings.namespace_label).is_some() => {
+        Some(ns)
+            if ns["metadata"]["labels"]
+                .get(&settings.namespace_label)
+                .is_some() =>
+        {
             Ok(serde_json::to_vec(&json!({"accepted": true}))?)
         }
         Some(_) => reject(format!(

@@ -60,7 +60,10 @@ impl Guest for Policy {
     }
 
     fn validate_settings(_settings: String) -> SettingsVerdict {
-        SettingsVerdict { valid: true, message: None }
+        SettingsVerdict {
+            valid: true,
+            message: None,
+        }
     }
 }
 
@@ -76,7 +79,12 @@ fn accept() -> Verdict {
 }
 
 fn reject(message: String, code: Option<u16>) -> Verdict {
-    Verdict { accepted: false, message: Some(message), code, ..accept() }
+    Verdict {
+        accepted: false,
+        message: Some(message),
+        code,
+        ..accept()
+    }
 }
 
 export!(Policy);

@@ -28,11 +28,20 @@ pub fn run(report: &mut Report, scale: &Scale) -> anyhow::Result<()> {
     let namespaces = json!([{"apiVersion": "v1", "kind": "Namespace"}]);
     let label = json!({"namespace_label": "services-allowed"});
     let yml = policies_yml(&[
-        ("trivial", json!({"module": wasm.deny_latest_tag, "settings": {}})),
-        ("context-legacy", json!({"module": wasm.service_namespace_label,
-            "contextAwareResources": namespaces, "settings": label})),
-        ("context-component", json!({"module": wasm.service_namespace_label_component,
-            "contextAwareResources": namespaces, "settings": label})),
+        (
+            "trivial",
+            json!({"module": wasm.deny_latest_tag, "settings": {}}),
+        ),
+        (
+            "context-legacy",
+            json!({"module": wasm.service_namespace_label,
+            "contextAwareResources": namespaces, "settings": label}),
+        ),
+        (
+            "context-component",
+            json!({"module": wasm.service_namespace_label_component,
+            "contextAwareResources": namespaces, "settings": label}),
+        ),
     ]);
     let server = ServerBuilder::new(server_binary(), yml)
         .arg("--enable-noop-route")
@@ -45,9 +54,21 @@ pub fn run(report: &mut Report, scale: &Scale) -> anyhow::Result<()> {
         "metadata": {"name": "api", "namespace": namespace_name(SNAPSHOT_NAMESPACES / 2)}}));
     let routes: [(&str, &str, &Value); 4] = [
         ("no-op route (no wasm)", "/noop", &pod),
-        ("trivial legacy (deny-latest-tag)", "/validate/trivial", &pod),
-        ("context-aware legacy, 10,000 namespaces", "/validate/context-legacy", &service),
-        ("context-aware component, 10,000 namespaces", "/validate/context-component", &service),
+        (
+            "trivial legacy (deny-latest-tag)",
+            "/validate/trivial",
+            &pod,
+        ),
+        (
+            "context-aware legacy, 10,000 namespaces",
+            "/validate/context-legacy",
+            &service,
+        ),
+        (
+            "context-aware component, 10,000 namespaces",
+            "/validate/context-component",
+            &service,
+        ),
     ];
     // Every route must answer what a user expects before it is timed.
     let client = async_runtime();
@@ -69,7 +90,14 @@ pub fn run(report: &mut Report, scale: &Scale) -> anyhow::Result<()> {
     let mut table = Table::new(
         "e2e",
         "End to end over HTTPS, wrk on loopback",
-        &["route", "connections", "requests/s", "p50 ms", "p99 ms", "of no-op requests/s"],
+        &[
+            "route",
+            "connections",
+            "requests/s",
+            "p50 ms",
+            "p99 ms",
+            "of no-op requests/s",
+        ],
     );
     let mut floor = [0.0; CONCURRENCY.len()];
     for (index, (name, path, json_body)) in routes.iter().enumerate() {

@@ -33,7 +33,11 @@ struct Case {
 pub fn run(report: &mut Report, scale: &Scale) -> anyhow::Result<()> {
     let wasm = policy_server_e2e::wasm();
     let runtime = Runtime::new(RuntimeConfig::default())?;
-    let no_cluster = Arc::new(PolicyContext::new("bench", AccessRules::default(), Arc::new(NoCluster)));
+    let no_cluster = Arc::new(PolicyContext::new(
+        "bench",
+        AccessRules::default(),
+        Arc::new(NoCluster),
+    ));
     let namespaces = Arc::new(ClusterState::new([ResourceKind::namespaces()]));
     namespaces.publish_all(snapshot_file::load(
         &policy_server_e2e::build::repo_root().join("examples/cluster-snapshot.yaml"),
@@ -43,32 +47,82 @@ pub fn run(report: &mut Report, scale: &Scale) -> anyhow::Result<()> {
         AccessRules::new([ResourceKind::namespaces()]),
         namespaces,
     ));
-    let labelled_pod = review(pod("web", json!({"team": "a", "app": "web"}), &["nginx:1.27"]))["request"].clone();
-    let unlabelled_pod = review(pod("web", json!({"app": "web"}), &["nginx:1.27"]))["request"].clone();
+    let labelled_pod = review(pod(
+        "web",
+        json!({"team": "a", "app": "web"}),
+        &["nginx:1.27"],
+    ))["request"]
+        .clone();
+    let unlabelled_pod =
+        review(pod("web", json!({"app": "web"}), &["nginx:1.27"]))["request"].clone();
     let service = review(json!({"apiVersion": "v1", "kind": "Service",
         "metadata": {"name": "api", "namespace": "default"}}))["request"]
         .clone();
     let default_labels = json!({"labels": {"team": "unassigned", "managed-by": "policy-server"}});
     let namespace_label = json!({"namespace_label": "services-allowed"});
     let cases = [
-        Case { name: "required-labels", style: "waPC (SDK, wasip1)", wasm: wasm.required_labels.clone(),
-               request: labelled_pod.clone(), settings: json!({"required_labels": ["team"]}), context: no_cluster.clone() },
-        Case { name: "deny-latest-tag", style: "waPC (wapc-guest, wasip1)", wasm: wasm.deny_latest_tag.clone(),
-               request: labelled_pod.clone(), settings: json!({}), context: no_cluster.clone() },
-        Case { name: "default-labels", style: "waPC (SDK, unknown-unknown)", wasm: wasm.default_labels.clone(),
-               request: unlabelled_pod.clone(), settings: default_labels.clone(), context: no_cluster.clone() },
-        Case { name: "default-labels", style: "component", wasm: wasm.default_labels_component.clone(),
-               request: unlabelled_pod, settings: default_labels, context: no_cluster },
-        Case { name: "service-namespace-label", style: "waPC (wapc-guest, wasip1)", wasm: wasm.service_namespace_label.clone(),
-               request: service.clone(), settings: namespace_label.clone(), context: with_namespaces.clone() },
-        Case { name: "service-namespace-label", style: "component", wasm: wasm.service_namespace_label_component.clone(),
-               request: service, settings: namespace_label, context: with_namespaces },
+        Case {
+            name: "required-labels",
+            style: "waPC (SDK, wasip1)",
+            wasm: wasm.required_labels.clone(),
+            request: labelled_pod.clone(),
+            settings: json!({"required_labels": ["team"]}),
+            context: no_cluster.clone(),
+        },
+        Case {
+            name: "deny-latest-tag",
+            style: "waPC (wapc-guest, wasip1)",
+            wasm: wasm.deny_latest_tag.clone(),
+            request: labelled_pod.clone(),
+            settings: json!({}),
+            context: no_cluster.clone(),
+        },
+        Case {
+            name: "default-labels",
+            style: "waPC (SDK, unknown-unknown)",
+            wasm: wasm.default_labels.clone(),
+            request: unlabelled_pod.clone(),
+            settings: default_labels.clone(),
+            context: no_cluster.clone(),
+        },
+        Case {
+            name: "default-labels",
+            style: "component",
+            wasm: wasm.default_labels_component.clone(),
+            request: unlabelled_pod,
+            settings: default_labels,
+            context: no_cluster,
+        },
+        Case {
+            name: "service-namespace-label",
+            style: "waPC (wapc-guest, wasip1)",
+            wasm: wasm.service_namespace_label.clone(),
+            request: service.clone(),
+            settings: namespace_label.clone(),
+            context: with_namespaces.clone(),
+        },
+        Case {
+            name: "service-namespace-label",
+            style: "component",
+            wasm: wasm.service_namespace_label_component.clone(),
+            request: service,
+            settings: namespace_label,
+            context: with_namespaces,
+        },
     ];
 
     let mut table = Table::new(
         "evaluation",
         "Per evaluation, in process (µs)",
-        &["policy", "style", "fresh p50", "fresh p99", "reused p50", "reused p99", "fresh − reused p50"],
+        &[
+            "policy",
+            "style",
+            "fresh p50",
+            "fresh p99",
+            "reused p50",
+            "reused p99",
+            "fresh − reused p50",
+        ],
     );
     let mut fresh_by_twin: Vec<(&str, &str, Stats)> = Vec::new();
     for case in &cases {
@@ -95,10 +149,20 @@ pub fn run(report: &mut Report, scale: &Scale) -> anyhow::Result<()> {
     }
     report.add(table);
 
-    let mut twins = Table::new("twins", "Component twin against its legacy policy (fresh instances)", &["policy", "component / waPC, p50"]);
-    for (name, style, component) in fresh_by_twin.iter().filter(|(_, style, _)| *style == "component") {
+    let mut twins = Table::new(
+        "twins",
+        "Component twin against its legacy policy (fresh instances)",
+        &["policy", "component / waPC, p50"],
+    );
+    for (name, style, component) in fresh_by_twin
+        .iter()
+        .filter(|(_, style, _)| *style == "component")
+    {
         let _ = style;
-        if let Some((_, _, legacy)) = fresh_by_twin.iter().find(|(n, s, _)| n == name && *s != "component") {
+        if let Some((_, _, legacy)) = fresh_by_twin
+            .iter()
+            .find(|(n, s, _)| n == name && *s != "component")
+        {
             twins.row(vec![text(*name), num(component.p50 / legacy.p50, 2)]);
         }
     }
@@ -108,30 +172,57 @@ pub fn run(report: &mut Report, scale: &Scale) -> anyhow::Result<()> {
 
 fn measure_legacy(runtime: &Runtime, case: &Case, scale: &Scale) -> anyhow::Result<(Stats, Stats)> {
     let module = WapcModule::compile(runtime, &std::fs::read(&case.wasm)?)?;
-    let payload = Bytes::from(json!({"request": case.request, "settings": case.settings}).to_string());
-    let check = module.call(runtime, case.context.clone(), TIMEOUT, "validate", payload.clone())?;
+    let payload =
+        Bytes::from(json!({"request": case.request, "settings": case.settings}).to_string());
+    let check = module.call(
+        runtime,
+        case.context.clone(),
+        TIMEOUT,
+        "validate",
+        payload.clone(),
+    )?;
     let answer: Value = serde_json::from_slice(&check)?;
-    anyhow::ensure!(answer["accepted"] == true, "{}: expected an accepting verdict, got {answer}", case.name);
+    anyhow::ensure!(
+        answer["accepted"] == true,
+        "{}: expected an accepting verdict, got {answer}",
+        case.name
+    );
     let mut instance = WapcInstance::new(&module, runtime, case.context.clone(), TIMEOUT)?;
     Ok(measure_pair(
         scale.warmup,
         scale.samples,
         || {
             module
-                .call(runtime, case.context.clone(), TIMEOUT, "validate", payload.clone())
+                .call(
+                    runtime,
+                    case.context.clone(),
+                    TIMEOUT,
+                    "validate",
+                    payload.clone(),
+                )
                 .expect("evaluation");
         },
         || {
-            instance.call("validate", payload.clone()).expect("evaluation");
+            instance
+                .call("validate", payload.clone())
+                .expect("evaluation");
         },
     ))
 }
 
-fn measure_component(runtime: &Runtime, case: &Case, scale: &Scale) -> anyhow::Result<(Stats, Stats)> {
+fn measure_component(
+    runtime: &Runtime,
+    case: &Case,
+    scale: &Scale,
+) -> anyhow::Result<(Stats, Stats)> {
     let module = ComponentModule::compile(runtime, &std::fs::read(&case.wasm)?)?;
     let (request, settings) = (case.request.to_string(), case.settings.to_string());
     let verdict = module.validate(runtime, case.context.clone(), TIMEOUT, &request, &settings)?;
-    anyhow::ensure!(verdict.accepted, "{}: expected an accepting verdict", case.name);
+    anyhow::ensure!(
+        verdict.accepted,
+        "{}: expected an accepting verdict",
+        case.name
+    );
     let mut instance = ComponentInstance::new(&module, runtime, case.context.clone(), TIMEOUT)?;
     Ok(measure_pair(
         scale.warmup,

@@ -81,8 +81,16 @@ pub fn run(report: &mut Report, scale: &Scale) -> anyhow::Result<()> {
     let stats = Stats::of(samples);
     let mut table = Table::new(
         "freshness",
-        format!("Freshness: change on the API server to the first evaluation that sees it ({NAMESPACES_IN_CLUSTER} namespaces cached)"),
-        &["changes", "evaluations asked", "p50 ms", "p99 ms", "mean ms"],
+        format!(
+            "Freshness: change on the API server to the first evaluation that sees it ({NAMESPACES_IN_CLUSTER} namespaces cached)"
+        ),
+        &[
+            "changes",
+            "evaluations asked",
+            "p50 ms",
+            "p99 ms",
+            "mean ms",
+        ],
     );
     table.row(vec![
         text(scale.freshness_changes.to_string()),

@@ -59,7 +59,15 @@ pub fn run(report: &mut Report, scale: &Scale) -> anyhow::Result<()> {
     let mut table = Table::new(
         "host_call",
         "One list call against a plain copy of its bytes (µs per call)",
-        &["namespaces", "List bytes", "plain copy", "waPC call", "waPC / copy", "component call", "component / copy"],
+        &[
+            "namespaces",
+            "List bytes",
+            "plain copy",
+            "waPC call",
+            "waPC / copy",
+            "component call",
+            "component / copy",
+        ],
     );
     for count in [100, 1_000, 10_000] {
         let list = namespaces(count);
@@ -75,12 +83,17 @@ pub fn run(report: &mut Report, scale: &Scale) -> anyhow::Result<()> {
         let mut instance = WapcInstance::new(&legacy, &runtime, context.clone(), TIMEOUT)?;
         let with_calls = Bytes::from(vec![0u8; CALLS_PER_EVALUATION]);
         let legacy_call = per_call(rounds, |calls| {
-            let payload = if calls { with_calls.clone() } else { Bytes::new() };
+            let payload = if calls {
+                with_calls.clone()
+            } else {
+                Bytes::new()
+            };
             instance.call("validate", payload).expect("evaluation");
         });
 
         let mut instance = ComponentInstance::new(&component, &runtime, context, TIMEOUT)?;
-        let settings = |times: usize| json!({"behaviour": "list_namespaces", "times": times}).to_string();
+        let settings =
+            |times: usize| json!({"behaviour": "list_namespaces", "times": times}).to_string();
         let (with_calls, without) = (settings(CALLS_PER_EVALUATION), settings(0));
         // The component's first calls grow its memory; the warm-up in `per_call` absorbs it.
         let component_call = per_call(rounds, |calls| {
@@ -99,7 +112,11 @@ pub fn run(report: &mut Report, scale: &Scale) -> anyhow::Result<()> {
             num(component_call, 2),
             num(component_call / copy, 2),
         ]);
-        report.at_most(format!("waPC list call / plain copy, {count} namespaces"), legacy_call / copy, 2.0);
+        report.at_most(
+            format!("waPC list call / plain copy, {count} namespaces"),
+            legacy_call / copy,
+            2.0,
+        );
         report.at_most(
             format!("component list call / plain copy, {count} namespaces"),
             component_call / copy,

@@ -42,10 +42,9 @@ pub struct Wrk {
 
 impl Wrk {
     pub fn new() -> anyhow::Result<Self> {
-        Command::new("wrk")
-            .arg("--version")
-            .output()
-            .context("wrk is not installed: run the suite with host/benches/suite.sh, which installs it")?;
+        Command::new("wrk").arg("--version").output().context(
+            "wrk is not installed: run the suite with host/benches/suite.sh, which installs it",
+        )?;
         let dir = tempfile::tempdir()?;
         let script = dir.path().join("post.lua");
         std::fs::write(&script, SCRIPT)?;
@@ -53,7 +52,13 @@ impl Wrk {
     }
 
     /// `concurrency` connections POST `body` to `url` for `duration`.
-    pub fn run(&self, url: &str, body: &[u8], concurrency: usize, duration: Duration) -> anyhow::Result<Load> {
+    pub fn run(
+        &self,
+        url: &str,
+        body: &[u8],
+        concurrency: usize,
+        duration: Duration,
+    ) -> anyhow::Result<Load> {
         let body_file = self.dir.path().join("body.json");
         std::fs::write(&body_file, body)?;
         let output = Command::new("wrk")

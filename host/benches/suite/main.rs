@@ -73,9 +73,20 @@ const SECTIONS: [(&str, Section); 6] = [
 fn main() -> anyhow::Result<()> {
     // cargo bench passes `--bench`; everything else that is not a flag names a section.
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let scale = if args.iter().any(|a| a == "--quick") { Scale::quick() } else { Scale::full() };
-    let picked: Vec<&str> = args.iter().filter(|a| !a.starts_with("--")).map(String::as_str).collect();
-    if let Some(unknown) = picked.iter().find(|name| !SECTIONS.iter().any(|(s, _)| s == *name)) {
+    let scale = if args.iter().any(|a| a == "--quick") {
+        Scale::quick()
+    } else {
+        Scale::full()
+    };
+    let picked: Vec<&str> = args
+        .iter()
+        .filter(|a| !a.starts_with("--"))
+        .map(String::as_str)
+        .collect();
+    if let Some(unknown) = picked
+        .iter()
+        .find(|name| !SECTIONS.iter().any(|(s, _)| s == *name))
+    {
         anyhow::bail!(
             "no section '{unknown}'; the sections are {}",
             SECTIONS.map(|(name, _)| name).join(", ")
@@ -105,8 +116,10 @@ fn machine(elapsed: Duration) -> Value {
     let cpu = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
         .and_then(|info| {
-            info.lines()
-                .find_map(|l| l.strip_prefix("model name").map(|v| v.trim_start_matches([' ', '\t', ':']).to_owned()))
+            info.lines().find_map(|l| {
+                l.strip_prefix("model name")
+                    .map(|v| v.trim_start_matches([' ', '\t', ':']).to_owned())
+            })
         });
     json!({
         "cpus": std::thread::available_parallelism().map_or(0, |n| n.get()),

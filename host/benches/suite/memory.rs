@@ -22,13 +22,22 @@ pub fn run(report: &mut Report, scale: &Scale) -> anyhow::Result<()> {
     let wasm = policy_server_e2e::wasm();
     let yml = policies_yml(&[
         // The trivial policy is also granted services, so all three kinds are cached.
-        ("trivial", json!({"module": wasm.deny_latest_tag, "settings": {},
-            "contextAwareResources": [{"apiVersion": "v1", "kind": "Service"}]})),
-        ("namespaces", json!({"module": wasm.service_namespace_label,
+        (
+            "trivial",
+            json!({"module": wasm.deny_latest_tag, "settings": {},
+            "contextAwareResources": [{"apiVersion": "v1", "kind": "Service"}]}),
+        ),
+        (
+            "namespaces",
+            json!({"module": wasm.service_namespace_label,
             "contextAwareResources": [{"apiVersion": "v1", "kind": "Namespace"}],
-            "settings": {"namespace_label": "services-allowed"}})),
-        ("ingresses", json!({"module": wasm.unique_ingress_host,
-            "contextAwareResources": [{"apiVersion": "networking.k8s.io/v1", "kind": "Ingress"}]})),
+            "settings": {"namespace_label": "services-allowed"}}),
+        ),
+        (
+            "ingresses",
+            json!({"module": wasm.unique_ingress_host,
+            "contextAwareResources": [{"apiVersion": "networking.k8s.io/v1", "kind": "Ingress"}]}),
+        ),
     ]);
     let runtime = async_runtime();
     let dir = tempfile::tempdir()?;
@@ -46,15 +55,16 @@ pub fn run(report: &mut Report, scale: &Scale) -> anyhow::Result<()> {
     };
 
     // Each side is the median of a few starts: which pages a run touches varies.
-    let median_of_starts = |api: &FakeApiServer, name: &str| -> anyhow::Result<(Resident, Server)> {
-        let mut runs = Vec::new();
-        for run in 0..STARTS {
-            let server = start(api, &format!("{name}-{run}"))?;
-            runs.push((resident(server.pid())?, server));
-        }
-        runs.sort_by_key(|(memory, _)| memory.anonymous);
-        Ok(runs.swap_remove(STARTS / 2))
-    };
+    let median_of_starts =
+        |api: &FakeApiServer, name: &str| -> anyhow::Result<(Resident, Server)> {
+            let mut runs = Vec::new();
+            for run in 0..STARTS {
+                let server = start(api, &format!("{name}-{run}"))?;
+                runs.push((resident(server.pid())?, server));
+            }
+            runs.sort_by_key(|(memory, _)| memory.anonymous);
+            Ok(runs.swap_remove(STARTS / 2))
+        };
     let empty_api = runtime.block_on(FakeApiServer::start());
     let (empty, empty_server) = median_of_starts(&empty_api, "empty")?;
     drop(empty_server);
@@ -69,7 +79,12 @@ pub fn run(report: &mut Report, scale: &Scale) -> anyhow::Result<()> {
     }
     let json_bytes: usize = [NAMESPACES, SERVICES, INGRESSES]
         .into_iter()
-        .flat_map(|collection| api.list(collection)["items"].as_array().cloned().unwrap_or_default())
+        .flat_map(|collection| {
+            api.list(collection)["items"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+        })
         .map(|object| serde_json::to_vec(&object).map_or(0, |bytes| bytes.len()))
         .sum();
     let (loaded, server) = median_of_starts(&api, "loaded")?;
@@ -77,7 +92,10 @@ pub fn run(report: &mut Report, scale: &Scale) -> anyhow::Result<()> {
     let service = review(json!({"apiVersion": "v1", "kind": "Service",
         "metadata": {"name": "api", "namespace": namespace_name(9_999)}}));
     let answer = runtime.block_on(server.validate("namespaces", &service));
-    anyhow::ensure!(answer["allowed"] == true, "the loaded cache does not know team-09999: {answer}");
+    anyhow::ensure!(
+        answer["allowed"] == true,
+        "the loaded cache does not know team-09999: {answer}"
+    );
     let cache = loaded.anonymous.saturating_sub(empty.anonymous) as f64;
     let ratio = cache / json_bytes as f64;
     // The cache's own account of what it holds, as it logs it after each whole list.
@@ -86,11 +104,20 @@ pub fn run(report: &mut Report, scale: &Scale) -> anyhow::Result<()> {
         .lines()
         .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
         .filter(|event| event["message"] == "listed; cached")
-        .map(|event| (event["kind"].to_string(), event["bytes"].as_u64().unwrap_or(0)))
+        .map(|event| {
+            (
+                event["kind"].to_string(),
+                event["bytes"].as_u64().unwrap_or(0),
+            )
+        })
         .collect::<std::collections::BTreeMap<_, _>>()
         .values()
         .sum();
-    anyhow::ensure!(held > 0, "the server logged no cached lists: {}", server.log());
+    anyhow::ensure!(
+        held > 0,
+        "the server logged no cached lists: {}",
+        server.log()
+    );
 
     let mut table = Table::new(
         "memory",
@@ -98,17 +125,37 @@ pub fn run(report: &mut Report, scale: &Scale) -> anyhow::Result<()> {
         &["measure", "MiB (RSS for a server)", "anonymous MiB"],
     );
     let mib = |bytes: u64| num(bytes as f64 / MIB, 1);
-    table.row(vec![text("JSON of the 25,000 cached objects"), num(json_bytes as f64 / MIB, 1), text("")]);
-    table.row(vec![text("empty cluster"), mib(empty.total), mib(empty.anonymous)]);
-    table.row(vec![text("10,000 ns + 10,000 svc + 5,000 ingresses"), mib(loaded.total), mib(loaded.anonymous)]);
+    table.row(vec![
+        text("JSON of the 25,000 cached objects"),
+        num(json_bytes as f64 / MIB, 1),
+        text(""),
+    ]);
+    table.row(vec![
+        text("empty cluster"),
+        mib(empty.total),
+        mib(empty.anonymous),
+    ]);
+    table.row(vec![
+        text("10,000 ns + 10,000 svc + 5,000 ingresses"),
+        mib(loaded.total),
+        mib(loaded.anonymous),
+    ]);
     table.row(vec![
         text("cache (difference)"),
         num((loaded.total as f64 - empty.total as f64) / MIB, 1),
         num(cache / MIB, 1),
     ]);
     table.row(vec![text("cache / JSON"), text(""), num(ratio, 2)]);
-    table.row(vec![text("held by the cache, as it logs it (Lists + keys + index)"), num(held as f64 / MIB, 1), text("")]);
-    table.row(vec![text("held / JSON"), num(held as f64 / json_bytes as f64, 2), text("")]);
+    table.row(vec![
+        text("held by the cache, as it logs it (Lists + keys + index)"),
+        num(held as f64 / MIB, 1),
+        text(""),
+    ]);
+    table.row(vec![
+        text("held / JSON"),
+        num(held as f64 / json_bytes as f64, 2),
+        text(""),
+    ]);
     report.add(table);
     // The larger of the two: the resident difference is noisy by a few MiB either way.
     report.at_most(
@@ -121,12 +168,20 @@ pub fn run(report: &mut Report, scale: &Scale) -> anyhow::Result<()> {
     let wrk = Wrk::new()?;
     let url = server.ip_url("/validate/trivial");
     let body = serde_json::to_vec(&review(pod("web", json!({"team": "a"}), &["nginx:1.27"])))?;
-    let mut soak = Table::new("soak", "Resident set over the soak (trivial legacy policy, 16 connections)", &["requests", "RSS MiB"]);
+    let mut soak = Table::new(
+        "soak",
+        "Resident set over the soak (trivial legacy policy, 16 connections)",
+        &["requests", "RSS MiB"],
+    );
     soak.row(vec![text("0"), num(loaded.total as f64 / MIB, 1)]);
     let mut served = 0u64;
     let mut warm_rss = None;
     while served < scale.soak_requests {
-        let chunk = if scale.soak_requests < 100_000 { scale.load_duration } else { SOAK_CHUNK };
+        let chunk = if scale.soak_requests < 100_000 {
+            scale.load_duration
+        } else {
+            SOAK_CHUNK
+        };
         served += wrk.run(&url, &body, 16, chunk)?.requests;
         let rss = resident(server.pid())?.total;
         // Growth counts from the end of the first chunk: pools and buffers are warm then.
@@ -136,7 +191,11 @@ pub fn run(report: &mut Report, scale: &Scale) -> anyhow::Result<()> {
     let end_rss = resident(server.pid())?.total;
     report.add(soak);
     let growth = end_rss as f64 - warm_rss.unwrap_or(end_rss) as f64;
-    report.at_most(format!("RSS growth over {served} requests after the first chunk, MiB"), growth / MIB, 1.0);
+    report.at_most(
+        format!("RSS growth over {served} requests after the first chunk, MiB"),
+        growth / MIB,
+        1.0,
+    );
     drop(api);
     Ok(())
 }
@@ -144,7 +203,11 @@ pub fn run(report: &mut Report, scale: &Scale) -> anyhow::Result<()> {
 async fn wait_ready(server: &Server) -> anyhow::Result<()> {
     let deadline = Instant::now() + Duration::from_secs(120);
     while server.get("/readiness").await.0 != 200 {
-        anyhow::ensure!(Instant::now() < deadline, "the server did not become ready: {}", server.log());
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "the server did not become ready: {}",
+            server.log()
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     Ok(())

@@ -176,7 +176,11 @@ impl Report {
 
     /// Prints the targets and writes everything to `path` as JSON.
     pub fn finish(self, path: &Path, machine: Value) -> anyhow::Result<()> {
-        let mut targets = Table::new("targets", "Targets", &["target", "measured", "limit", "met"]);
+        let mut targets = Table::new(
+            "targets",
+            "Targets",
+            &["target", "measured", "limit", "met"],
+        );
         for target in &self.targets {
             let bound = if target.at_most { "≤" } else { "≥" };
             targets.row(vec![

@@ -34,22 +34,33 @@ pub fn run(report: &mut Report, scale: &Scale) -> anyhow::Result<()> {
         policy["module"] = Value::String(copy.display().to_string());
         policies.push((format!("{name}-{i:02}"), policy));
     }
-    let policies: Vec<(&str, Value)> = policies.iter().map(|(id, p)| (id.as_str(), p.clone())).collect();
+    let policies: Vec<(&str, Value)> = policies
+        .iter()
+        .map(|(id, p)| (id.as_str(), p.clone()))
+        .collect();
     let yml = policies_yml(&policies);
     let cache = dir.path().join("compile-cache");
     let snapshot = examples.join("cluster-snapshot.yaml");
     let start = || -> anyhow::Result<f64> { time_to_ready(&yml, &cache, &snapshot) };
 
     let cold = start()?;
-    let warm: Vec<f64> = (0..scale.warm_starts).map(|_| start()).collect::<anyhow::Result<_>>()?;
+    let warm: Vec<f64> = (0..scale.warm_starts)
+        .map(|_| start())
+        .collect::<anyhow::Result<_>>()?;
     let warm = crate::stats::Stats::of(warm).p50;
     let mut table = Table::new(
         "startup",
-        format!("Start-up to readiness, {POLICIES} policies ({:.1} MiB of wasm)", module_bytes as f64 / (1 << 20) as f64),
+        format!(
+            "Start-up to readiness, {POLICIES} policies ({:.1} MiB of wasm)",
+            module_bytes as f64 / (1 << 20) as f64
+        ),
         &["compile cache", "seconds"],
     );
     table.row(vec![text("cold (empty)"), num(cold, 2)]);
-    table.row(vec![text(format!("warm (median of {})", scale.warm_starts)), num(warm, 2)]);
+    table.row(vec![
+        text(format!("warm (median of {})", scale.warm_starts)),
+        num(warm, 2),
+    ]);
     table.row(vec![text("cold / warm"), num(cold / warm, 1)]);
     report.add(table);
     Ok(())
@@ -66,7 +77,11 @@ fn time_to_ready(yml: &str, cache: &Path, snapshot: &Path) -> anyhow::Result<f64
         .start();
     async_runtime().block_on(async {
         while server.get("/readiness").await.0 != 200 {
-            anyhow::ensure!(started.elapsed() < Duration::from_secs(300), "not ready: {}", server.log());
+            anyhow::ensure!(
+                started.elapsed() < Duration::from_secs(300),
+                "not ready: {}",
+                server.log()
+            );
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
         Ok(started.elapsed().as_secs_f64())

@@ -251,24 +251,39 @@ mod tests {
     fn orders_by_namespace_then_name_and_ignores_deleting_the_unknown() {
         let kind = ResourceKind::services();
         let object = |namespace: &str, name: &str| {
-            prepare_object(&kind, json!({"metadata": {"namespace": namespace, "name": name}}))
-                .unwrap()
+            prepare_object(
+                &kind,
+                json!({"metadata": {"namespace": namespace, "name": name}}),
+            )
+            .unwrap()
         };
         let (b_a, b_a_bytes, _) = object("b", "a");
         let (a_z, a_z_bytes, _) = object("a", "z");
         let (a, a_bytes, _) = object("a", "a-long-name");
         let mut list = KindList::new(kind.clone());
         list.apply(
-            changes(&[(b_a, Some(b_a_bytes)), (a_z.clone(), Some(a_z_bytes)), (a, Some(a_bytes))]),
+            changes(&[
+                (b_a, Some(b_a_bytes)),
+                (a_z.clone(), Some(a_z_bytes)),
+                (a, Some(a_bytes)),
+            ]),
             3,
         );
-        list.apply(changes(&[(ObjectKey::new("c", "gone"), None), (a_z, None)]), 4);
+        list.apply(
+            changes(&[(ObjectKey::new("c", "gone"), None), (a_z, None)]),
+            4,
+        );
         let json: Value = serde_json::from_str(list.json().as_str()).unwrap();
         let names: Vec<(&str, &str)> = json["items"]
             .as_array()
             .unwrap()
             .iter()
-            .map(|i| (i["metadata"]["namespace"].as_str().unwrap(), i["metadata"]["name"].as_str().unwrap()))
+            .map(|i| {
+                (
+                    i["metadata"]["namespace"].as_str().unwrap(),
+                    i["metadata"]["name"].as_str().unwrap(),
+                )
+            })
             .collect();
         assert_eq!(names, [("a", "a-long-name"), ("b", "a")]);
         assert_eq!(list.len(), 2);

@@ -174,7 +174,10 @@ fn add_cluster_context(linker: &mut Linker<ComponentState>) -> anyhow::Result<()
     Ok(())
 }
 
-fn list(session: &mut GuestSession, kind: &ResourceKind) -> Result<Arc<str>, cluster_context::Error> {
+fn list(
+    session: &mut GuestSession,
+    kind: &ResourceKind,
+) -> Result<Arc<str>, cluster_context::Error> {
     session
         .query(&ClusterQuery::ListAll(kind.clone()))
         .map(|list| list.shared())

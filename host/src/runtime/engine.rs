@@ -8,7 +8,10 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use anyhow::Context;
-use wasmtime::{Cache, CacheConfig, Config, Enabled, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
+use wasmtime::{
+    Cache, CacheConfig, Config, Enabled, Engine, InstanceAllocationStrategy,
+    PoolingAllocationConfig,
+};
 
 /// How often the epoch advances. Time limits are enforced with this granularity.
 const EPOCH_TICK: Duration = Duration::from_millis(10);
@@ -92,7 +95,9 @@ impl Runtime {
                 cache.with_directory(dir);
                 let cache = Cache::new(cache)
                     .map_err(anyhow::Error::from)
-                    .with_context(|| format!("cannot use {} as the compile cache", dir.display()))?;
+                    .with_context(|| {
+                        format!("cannot use {} as the compile cache", dir.display())
+                    })?;
                 wasm_config.cache(Some(cache.clone()));
                 Some(cache)
             }

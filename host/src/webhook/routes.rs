@@ -137,7 +137,9 @@ async fn route(
         .evaluator
         .validate(&policy, review.request.clone())
         .await
-        .map_err(|overloaded| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, overloaded.to_string()))?;
+        .map_err(|overloaded| {
+            ApiError::new(StatusCode::SERVICE_UNAVAILABLE, overloaded.to_string())
+        })?;
     let response = decide(&policy, endpoint, &review, outcome);
     Ok(match endpoint {
         Endpoint::Raw => {
@@ -152,7 +154,10 @@ async fn route(
 
 /// The same HTTP, TLS and review parsing as `/validate`, without a policy: what the
 /// server costs before any wasm runs.
-async fn noop(state: &AppState, request: Request<Incoming>) -> Result<Response<Full<Bytes>>, ApiError> {
+async fn noop(
+    state: &AppState,
+    request: Request<Incoming>,
+) -> Result<Response<Full<Bytes>>, ApiError> {
     require_post(&request)?;
     let review = read_review(state, request).await?;
     let response = AdmissionResponse {
@@ -176,7 +181,10 @@ fn require_post(request: &Request<Incoming>) -> Result<(), ApiError> {
     ))
 }
 
-async fn read_review(state: &AppState, request: Request<Incoming>) -> Result<IncomingReview, ApiError> {
+async fn read_review(
+    state: &AppState,
+    request: Request<Incoming>,
+) -> Result<IncomingReview, ApiError> {
     let body = read_body(request, state.max_body_bytes).await?;
     IncomingReview::parse(&body)
         .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, format!("invalid request: {e}")))

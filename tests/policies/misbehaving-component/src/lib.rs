@@ -45,7 +45,11 @@ impl Guest for Policy {
                     Ok(list) => list,
                     Err(e) => format!("{e:?}"),
                 };
-                Verdict { accepted: false, message: Some(message), ..accept() }
+                Verdict {
+                    accepted: false,
+                    message: Some(message),
+                    ..accept()
+                }
             }
             "list_namespaces" => {
                 for _ in 0..settings.times {
@@ -59,7 +63,10 @@ impl Guest for Policy {
     }
 
     fn validate_settings(_settings: String) -> SettingsVerdict {
-        SettingsVerdict { valid: true, message: None }
+        SettingsVerdict {
+            valid: true,
+            message: None,
+        }
     }
 }
 

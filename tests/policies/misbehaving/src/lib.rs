@@ -53,7 +53,9 @@ fn validate(payload: &[u8]) -> CallResult {
                 Ok(_) => "the host answered an unknown call".to_owned(),
                 Err(e) => e.to_string(),
             };
-            return Ok(serde_json::to_vec(&json!({"accepted": false, "message": message}))?);
+            return Ok(serde_json::to_vec(
+                &json!({"accepted": false, "message": message}),
+            )?);
         }
         echo if echo.starts_with("echo:") => {
             let resource = &echo["echo:".len()..];
@@ -61,13 +63,17 @@ fn validate(payload: &[u8]) -> CallResult {
                 Ok(bytes) => String::from_utf8(bytes)?,
                 Err(e) => e.to_string(),
             };
-            return Ok(serde_json::to_vec(&json!({"accepted": false, "message": message}))?);
+            return Ok(serde_json::to_vec(
+                &json!({"accepted": false, "message": message}),
+            )?);
         }
         "remember" => {
             let seen = EVALUATIONS.fetch_add(1, Ordering::SeqCst);
             if seen > 0 {
                 let message = format!("state leaked from {seen} earlier evaluations");
-                return Ok(serde_json::to_vec(&json!({"accepted": false, "message": message}))?);
+                return Ok(serde_json::to_vec(
+                    &json!({"accepted": false, "message": message}),
+                )?);
             }
         }
         other => return Err(format!("unknown behaviour {other}").into()),
