@@ -103,11 +103,7 @@ async fn start_live(
 }
 
 async fn wait_ready(server: &Server) {
-    eventually("readiness", || async {
-        let (status, _) = server.get("/readiness").await;
-        (status != 200).then(|| format!("status {status}"))
-    })
-    .await;
+    server.wait_ready(Duration::from_secs(20)).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]

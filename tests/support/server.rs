@@ -248,6 +248,18 @@ impl Server {
         (status, response.json().await.unwrap())
     }
 
+    /// Waits until `/readiness` answers 200, polling every 5 ms; panics with the log if it
+    /// does not within `within`.
+    pub async fn wait_ready(&self, within: Duration) {
+        let deadline = tokio::time::Instant::now() + within;
+        while self.get("/readiness").await.0 != 200 {
+            if tokio::time::Instant::now() > deadline {
+                panic!("not ready after {within:?}; the log:\n{}", self.log());
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
     /// Waits (up to 10 s) for a log event that satisfies `matches`, and returns it.
     pub async fn wait_for_log(&self, matches: impl Fn(&Value) -> bool) -> Value {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(10);

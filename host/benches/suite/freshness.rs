@@ -45,11 +45,7 @@ pub fn run(report: &mut Report, scale: &Scale) -> anyhow::Result<()> {
     let mut polls = 0usize;
     runtime.block_on(async {
         // Ready: the first list is in, and the label is there.
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while server.get("/readiness").await.0 != 200 {
-            anyhow::ensure!(Instant::now() < deadline, "not ready: {}", server.log());
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        server.wait_ready(Duration::from_secs(60)).await;
         for change in 0..scale.freshness_changes {
             let labelled = change % 2 == 1;
             let mut object = namespace(WATCHED);

@@ -2,7 +2,7 @@
 //! server (10,000 namespaces, 10,000 services, 5,000 ingresses) beside the JSON size of
 //! those objects; then its resident set over a million requests, which must not grow.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use policy_server_e2e::fake_apiserver::{FakeApiServer, INGRESSES, NAMESPACES, SERVICES};
 use policy_server_e2e::requests::{pod, review};
@@ -48,7 +48,7 @@ pub fn run(report: &mut Report, scale: &Scale) -> anyhow::Result<()> {
             .arg("--kubeconfig")
             .arg(kubeconfig.display().to_string())
             .start();
-        runtime.block_on(wait_ready(&server))?;
+        runtime.block_on(server.wait_ready(Duration::from_secs(120)));
         // Let start-up work (first lists, their parsing) settle before reading the RSS.
         std::thread::sleep(Duration::from_secs(2));
         Ok(server)
@@ -197,18 +197,5 @@ pub fn run(report: &mut Report, scale: &Scale) -> anyhow::Result<()> {
         1.0,
     );
     drop(api);
-    Ok(())
-}
-
-async fn wait_ready(server: &Server) -> anyhow::Result<()> {
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while server.get("/readiness").await.0 != 200 {
-        anyhow::ensure!(
-            Instant::now() < deadline,
-            "the server did not become ready: {}",
-            server.log()
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
     Ok(())
 }

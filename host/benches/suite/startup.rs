@@ -75,17 +75,8 @@ fn time_to_ready(yml: &str, cache: &Path, snapshot: &Path) -> anyhow::Result<f64
         .arg("--cluster-snapshot")
         .arg(snapshot.display().to_string())
         .start();
-    async_runtime().block_on(async {
-        while server.get("/readiness").await.0 != 200 {
-            anyhow::ensure!(
-                started.elapsed() < Duration::from_secs(300),
-                "not ready: {}",
-                server.log()
-            );
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-        Ok(started.elapsed().as_secs_f64())
-    })
+    async_runtime().block_on(server.wait_ready(Duration::from_secs(300)));
+    Ok(started.elapsed().as_secs_f64())
 }
 
 /// Appends a custom section: valid at the end of a core module or a component.

@@ -57,8 +57,7 @@ pub async fn reflect(
         while let Some(Some(event)) = stream.next().now_or_never() {
             reflector.handle(event);
         }
-        let relisted = reflector.relisted;
-        if let Some(list) = reflector.take_publishable() {
+        if let Some((list, relisted)) = reflector.take_publishable() {
             state.publish(&reflector.kind, list);
             if relisted {
                 // It walks the whole heap: not on a runtime thread.
@@ -163,15 +162,17 @@ impl Reflector {
         prepare_object(&self.kind, value)
     }
 
-    /// The new List, if there were changes since the last one and the first list is done.
-    fn take_publishable(&mut self) -> Option<guest_adapter::ListJson> {
+    /// The new List, if there were changes since the last one and the first list is done,
+    /// and whether it comes from a whole (re-)list.
+    fn take_publishable(&mut self) -> Option<(guest_adapter::ListJson, bool)> {
         if !(self.synced && self.dirty) {
             return None;
         }
         let changes = std::mem::take(&mut self.pending);
         self.list.apply(changes, self.pending_rv);
         self.dirty = false;
-        if std::mem::take(&mut self.relisted) {
+        let relisted = std::mem::take(&mut self.relisted);
+        if relisted {
             tracing::info!(
                 kind = %self.kind,
                 objects = self.list.len(),
@@ -179,6 +180,6 @@ impl Reflector {
                 "listed; cached"
             );
         }
-        Some(self.list.json())
+        Some((self.list.json(), relisted))
     }
 }

@@ -164,10 +164,11 @@ fn add_cluster_context(linker: &mut Linker<ComponentState>) -> anyhow::Result<()
         ("list-services", ResourceKind::services()),
         ("list-ingresses", ResourceKind::ingresses()),
     ] {
+        let query = ClusterQuery::ListAll(kind);
         interface.func_wrap(
             function,
             move |mut store: StoreContextMut<'_, ComponentState>, (): ()| {
-                Ok((list(&mut store.data_mut().session, &kind),))
+                Ok((list(&mut store.data_mut().session, &query),))
             },
         )?;
     }
@@ -176,10 +177,10 @@ fn add_cluster_context(linker: &mut Linker<ComponentState>) -> anyhow::Result<()
 
 fn list(
     session: &mut GuestSession,
-    kind: &ResourceKind,
+    query: &ClusterQuery,
 ) -> Result<Arc<str>, cluster_context::Error> {
     session
-        .query(&ClusterQuery::ListAll(kind.clone()))
+        .query(query)
         .map(|list| list.shared())
         .map_err(|err| match &err {
             HostCallError::NotAllowed { .. } => cluster_context::Error::NotAllowed(err.to_string()),
