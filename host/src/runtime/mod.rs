@@ -6,6 +6,7 @@ mod engine;
 mod error;
 mod limits;
 pub mod metadata;
+mod preinit;
 pub mod wapc;
 
 pub use engine::{Runtime, RuntimeConfig};

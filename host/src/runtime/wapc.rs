@@ -10,19 +10,22 @@ use std::time::Duration;
 
 use anyhow::Context;
 use bytes::Bytes;
-use guest_adapter::{GuestSession, PolicyContext};
+use guest_adapter::{AccessRules, GuestSession, NoCluster, PolicyContext};
 use wapc::wapc_functions::{
     GUEST_CALL, GUEST_ERROR_FN, GUEST_REQUEST_FN, GUEST_RESPONSE_FN, HOST_CALL, HOST_CONSOLE_LOG,
     HOST_ERROR_FN, HOST_ERROR_LEN_FN, HOST_RESPONSE_FN, HOST_RESPONSE_LEN_FN, TINYGO_START,
     WAPC_INIT,
 };
-use wasmtime::{Caller, Engine, InstancePre, Linker, Memory, Module, Store, TypedFunc};
+use wasmtime::{Caller, Engine, Instance, InstancePre, Linker, Memory, Module, Store, TypedFunc};
 use wasmtime_wasi::I32Exit;
 use wasmtime_wasi::p1::WasiP1Ctx;
 
 use super::error::GuestAbiError;
 use super::limits::{Limited, MemoryCap, guarded_store, guest_error, instantiation_error};
-use super::{EvalError, Runtime};
+use super::{EvalError, Runtime, preinit};
+
+/// Start-up gets this long when it runs at load time for [`pre_initialize`].
+const PRE_INITIALIZATION_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Console output of a guest is cut at this length, so a chatty guest cannot flood logs.
 const MAX_CONSOLE_LOG_BYTES: usize = 64 << 10;
@@ -30,21 +33,60 @@ const MAX_CONSOLE_LOG_BYTES: usize = 64 << 10;
 /// A compiled waPC module, linked and ready to be instantiated any number of times.
 pub struct WapcModule {
     pre: InstancePre<WapcState>,
+    /// Start-up (`_start`, `wapc_init`) ran once when the module was loaded and its
+    /// instances begin where it left off (see [`super::preinit`]); otherwise every
+    /// instance runs it.
+    pre_initialized: bool,
 }
 
 impl WapcModule {
-    /// Compiles and links a module. Fails if it imports anything the host does not give.
+    /// Compiles and links a module, pre-initialized when its state allows. Fails if it
+    /// imports anything the host does not give.
     pub fn compile(runtime: &Runtime, bytes: &[u8]) -> anyhow::Result<Self> {
-        let module = Module::new(runtime.engine(), bytes).map_err(anyhow::Error::from)?;
         let linker = wapc_linker(runtime.engine())?;
-        let pre = linker
-            .instantiate_pre(&module)
-            .map_err(anyhow::Error::from)
-            .context("the module imports something this host does not provide")?;
-        if module.get_export(GUEST_CALL).is_none() {
-            anyhow::bail!("the module does not export `{GUEST_CALL}`: it is not a waPC module");
+        let link = |bytes: &[u8]| -> anyhow::Result<InstancePre<WapcState>> {
+            let module = Module::new(runtime.engine(), bytes).map_err(anyhow::Error::from)?;
+            let pre = linker
+                .instantiate_pre(&module)
+                .map_err(anyhow::Error::from)
+                .context("the module imports something this host does not provide")?;
+            if module.get_export(GUEST_CALL).is_none() {
+                anyhow::bail!(
+                    "the module does not export `{GUEST_CALL}`: it is not a waPC module"
+                );
+            }
+            Ok(pre)
+        };
+        let instrumented = match preinit::instrument(bytes)? {
+            Ok(instrumented) => instrumented,
+            Err(reason) => {
+                tracing::info!("start-up runs for every evaluation: {reason}");
+                return Ok(Self {
+                    pre: link(bytes)?,
+                    pre_initialized: false,
+                });
+            }
+        };
+        // The instrumented module behaves as the original, so it is also what runs when
+        // start-up cannot be captured.
+        let pre = link(&instrumented.wasm)?;
+        let started = std::time::Instant::now();
+        match pre_initialize(&pre, runtime, bytes, &instrumented.plan) {
+            Ok(snapshot) => {
+                tracing::debug!(elapsed = ?started.elapsed(), bytes = snapshot.len(), "pre-initialized");
+                Ok(Self {
+                    pre: link(&snapshot)?,
+                    pre_initialized: true,
+                })
+            }
+            Err(reason) => {
+                tracing::info!("start-up runs for every evaluation: {reason}");
+                Ok(Self {
+                    pre,
+                    pre_initialized: false,
+                })
+            }
         }
-        Ok(Self { pre })
     }
 
     /// Calls one operation in a fresh instance that is dropped afterwards, so nothing a
@@ -80,36 +122,9 @@ impl<'r> WapcInstance<'r> {
         context: Arc<PolicyContext>,
         timeout: Duration,
     ) -> Result<Self, EvalError> {
-        let state = WapcState {
-            exchange: Exchange::default(),
-            memory: None,
-            session: GuestSession::new(context),
-            limits: MemoryCap::new(runtime.config().memory_limit_bytes),
-            wasi: None,
-        };
-        let mut store = guarded_store(runtime, state, timeout);
-        let instance = match module.pre.instantiate(&mut store) {
-            Ok(instance) => instance,
-            Err(e) => return Err(instantiation_error(&mut store, e, timeout)),
-        };
-        let memory = instance.get_memory(&mut store, "memory").ok_or_else(|| {
-            EvalError::Protocol("the module does not export its memory as `memory`".into())
-        })?;
-        store.data_mut().memory = Some(memory);
-
-        // TinyGo runs its runtime set-up in `_start`, and exits with status 0 when done.
-        for start in [TINYGO_START, WAPC_INIT] {
-            let Some(func) = instance.get_func(&mut store, start) else {
-                continue;
-            };
-            let func = func
-                .typed::<(), ()>(&store)
-                .map_err(|_| EvalError::Protocol(format!("`{start}` must take no arguments")))?;
-            match func.call(&mut store, ()) {
-                Ok(()) => {}
-                Err(e) if e.downcast_ref::<I32Exit>().is_some_and(|exit| exit.0 == 0) => {}
-                Err(e) => return Err(guest_error(&mut store, e, timeout)),
-            }
+        let (mut store, instance) = instantiate(&module.pre, runtime, context, timeout)?;
+        if !module.pre_initialized {
+            run_start_up(&instance, &mut store, timeout)?;
         }
         let guest_call = instance
             .get_typed_func::<(i32, i32), i32>(&mut store, GUEST_CALL)
@@ -163,6 +178,107 @@ impl<'r> WapcInstance<'r> {
     }
 }
 
+/// A new instance in a store of its own, with its memory known to the host functions.
+fn instantiate(
+    pre: &InstancePre<WapcState>,
+    runtime: &Runtime,
+    context: Arc<PolicyContext>,
+    timeout: Duration,
+) -> Result<(Store<WapcState>, Instance), EvalError> {
+    let state = WapcState {
+        exchange: Exchange::default(),
+        memory: None,
+        session: GuestSession::new(context),
+        limits: MemoryCap::new(runtime.config().memory_limit_bytes),
+        wasi: None,
+        host_calls: 0,
+    };
+    let mut store = guarded_store(runtime, state, timeout);
+    let instance = match pre.instantiate(&mut store) {
+        Ok(instance) => instance,
+        Err(e) => return Err(instantiation_error(&mut store, e, timeout)),
+    };
+    let memory = instance.get_memory(&mut store, "memory").ok_or_else(|| {
+        EvalError::Protocol("the module does not export its memory as `memory`".into())
+    })?;
+    store.data_mut().memory = Some(memory);
+    Ok((store, instance))
+}
+
+/// How a guest's start-up ended, when it did not fail.
+#[derive(Debug, PartialEq, Eq)]
+enum StartUp {
+    Returned,
+    /// It called `proc_exit(0)`, as TinyGo's `_start` does.
+    Exited,
+}
+
+/// Runs the guest's own set-up: TinyGo's runtime in `_start`, then `wapc_init`.
+fn run_start_up(
+    instance: &Instance,
+    store: &mut Store<WapcState>,
+    timeout: Duration,
+) -> Result<StartUp, EvalError> {
+    let mut outcome = StartUp::Returned;
+    for start in [TINYGO_START, WAPC_INIT] {
+        let Some(func) = instance.get_func(&mut *store, start) else {
+            continue;
+        };
+        let func = func
+            .typed::<(), ()>(&*store)
+            .map_err(|_| EvalError::Protocol(format!("`{start}` must take no arguments")))?;
+        match func.call(&mut *store, ()) {
+            Ok(()) => {}
+            Err(e) if e.downcast_ref::<I32Exit>().is_some_and(|exit| exit.0 == 0) => {
+                outcome = StartUp::Exited;
+            }
+            Err(e) => return Err(guest_error(store, e, timeout)),
+        }
+    }
+    Ok(outcome)
+}
+
+/// Runs start-up once in the instrumented module and returns the original rewritten to
+/// begin where start-up left off; or why that cannot stand in for running start-up.
+fn pre_initialize(
+    pre: &InstancePre<WapcState>,
+    runtime: &Runtime,
+    original: &[u8],
+    plan: &preinit::Plan,
+) -> Result<Vec<u8>, String> {
+    let context = Arc::new(PolicyContext::new(
+        "(pre-initialization)",
+        AccessRules::default(),
+        Arc::new(NoCluster),
+    ));
+    let (mut store, instance) =
+        instantiate(pre, runtime, context, PRE_INITIALIZATION_TIMEOUT).map_err(|e| e.to_string())?;
+    match run_start_up(&instance, &mut store, PRE_INITIALIZATION_TIMEOUT) {
+        Ok(StartUp::Returned) => {}
+        // The unwinding exit leaves the guest's shadow stack pointer mid-call.
+        Ok(StartUp::Exited) => return Err("start-up exits the process".into()),
+        Err(e) => return Err(format!("start-up fails ({e})")),
+    }
+    // Its answers depend on the cluster at load time: every instance must ask anew.
+    if store.data().host_calls > 0 {
+        return Err("start-up calls the host".into());
+    }
+    let globals = plan
+        .global_exports()
+        .map(|name| {
+            instance
+                .get_global(&mut store, &name)
+                .map(|global| global.get(&mut store))
+        })
+        .collect::<Option<Vec<_>>>()
+        .ok_or("the instrumented module lacks a global export")?;
+    let memory = instance
+        .get_memory(&mut store, plan.memory_export())
+        .ok_or("the instrumented module lacks its memory export")?;
+    preinit::snapshot(original, plan, memory.data(&store), &globals)
+        .map_err(|e| format!("cannot write the snapshot: {e:#}"))
+}
+
 /// Per-instance host state.
 pub struct WapcState {
     exchange: Exchange,
@@ -172,6 +288,8 @@ pub struct WapcState {
     limits: MemoryCap,
     /// Built on first use: most waPC guests never touch WASI, or only for random seeds.
     wasi: Option<WasiP1Ctx>,
+    /// waPC host calls made so far.
+    host_calls: u32,
 }
 
 impl Limited for WapcState {
@@ -290,6 +408,7 @@ fn wapc_linker(engine: &Engine) -> anyhow::Result<Linker<WapcState>> {
          payload_len: i32|
          -> wasmtime::Result<i32> {
             let (memory, state) = memory_and_state(&mut caller)?;
+            state.host_calls += 1;
             let binding = String::from_utf8_lossy(read(memory, binding_ptr, binding_len)?);
             let namespace = String::from_utf8_lossy(read(memory, namespace_ptr, namespace_len)?);
             let operation = String::from_utf8_lossy(read(memory, operation_ptr, operation_len)?);
