@@ -713,9 +713,10 @@ async fn the_compile_cache_is_filled_once_and_then_used() {
 
     let mut cold = start_cached();
     let logged = cold.wait_for_log(cache_log).await;
+    // Each module is compiled to run its start-up, then as the pre-initialized snapshot.
     assert_eq!(
         (logged["hits"].as_u64(), logged["misses"].as_u64()),
-        (Some(0), Some(2)),
+        (Some(0), Some(4)),
         "{logged}"
     );
     assert_eq!(cold.validate("labels", &object).await["allowed"], false);
@@ -724,6 +725,17 @@ async fn the_compile_cache_is_filled_once_and_then_used() {
     assert!(
         !files.is_empty(),
         "nothing was written to the compile cache"
+    );
+    let snapshots = files
+        .iter()
+        .filter(|file| {
+            file.parent()
+                .is_some_and(|dir| dir.ends_with("pre-initialized"))
+        })
+        .count();
+    assert_eq!(
+        snapshots, 2,
+        "one pre-initialized snapshot per module: {files:?}"
     );
 
     let warm = start_cached();

@@ -116,7 +116,11 @@ fn load_one(
                         .with_context(|| format!("cannot compile component {}", path.display()))?,
                 )),
             };
-            tracing::info!(module = %path.display(), elapsed = ?started.elapsed(), "compiled");
+            let pre_initialized = match &module {
+                Compiled::Wapc(module) => module.is_pre_initialized(),
+                Compiled::Component(_) => false,
+            };
+            tracing::info!(module = %path.display(), elapsed = ?started.elapsed(), pre_initialized, "compiled");
             modules.insert(path, module.clone());
             module
         }

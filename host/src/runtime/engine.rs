@@ -13,6 +13,8 @@ use wasmtime::{
     PoolingAllocationConfig,
 };
 
+use super::preinit::SnapshotCache;
+
 /// How often the epoch advances. Time limits are enforced with this granularity.
 const EPOCH_TICK: Duration = Duration::from_millis(10);
 
@@ -51,6 +53,8 @@ pub struct Runtime {
     config: RuntimeConfig,
     /// The engine's compile cache, kept to report hits and misses.
     compile_cache: Option<Cache>,
+    /// Pre-initialized modules from earlier runs, beside the compile cache.
+    snapshot_cache: Option<SnapshotCache>,
     /// Stops its thread when the runtime is dropped.
     _ticker: EpochTicker,
 }
@@ -107,9 +111,11 @@ impl Runtime {
             .map_err(anyhow::Error::from)
             .context("cannot configure the wasm engine")?;
         let ticker = EpochTicker::start(engine.clone());
+        let snapshot_cache = config.compile_cache_dir.as_deref().map(SnapshotCache::new);
         Ok(Self {
             engine,
             config,
+            snapshot_cache,
             compile_cache,
             _ticker: ticker,
         })
@@ -121,6 +127,10 @@ impl Runtime {
 
     pub fn config(&self) -> &RuntimeConfig {
         &self.config
+    }
+
+    pub(crate) fn snapshot_cache(&self) -> Option<&SnapshotCache> {
+        self.snapshot_cache.as_ref()
     }
 
     /// Compilations answered from the compile cache, and those that were not.

@@ -13,21 +13,66 @@
 //! host about anything but randomness and logging.
 
 use std::ops::Range;
+use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use wasm_encoder::{
     ConstExpr, DataCountSection, DataSection, ExportKind, ExportSection, GlobalSection, Ieee32,
     Ieee64, MemorySection, RawSection,
 };
-use wasmparser::{
-    GlobalType, MemoryType, Operator, Parser, Payload, TypeRef, ValType,
-};
+use wasmparser::{GlobalType, MemoryType, Operator, Parser, Payload, TypeRef, ValType};
 use wasmtime::Val;
 
 /// Names under which the instrumented module exports what the snapshot reads. They are
 /// only ever seen by the copy that runs start-up.
 const MEMORY_EXPORT: &str = "policy-server:pre-init:memory";
 const GLOBAL_EXPORT_PREFIX: &str = "policy-server:pre-init:global:";
+
+/// Bump when snapshots written by an older server must no longer be used.
+const SNAPSHOT_FORMAT: &str = "1";
+
+/// Snapshots kept beside the compile cache, so that a restart neither runs start-up nor
+/// compiles twice: the snapshot's bytes (which may hold random seeds drawn by start-up)
+/// are the same as last time, so the compile cache knows them.
+pub(crate) struct SnapshotCache {
+    dir: PathBuf,
+}
+
+impl SnapshotCache {
+    pub(crate) fn new(compile_cache_dir: &Path) -> Self {
+        Self {
+            dir: compile_cache_dir.join("pre-initialized"),
+        }
+    }
+
+    fn path(&self, original: &[u8]) -> PathBuf {
+        use sha2::Digest;
+        let digest = sha2::Sha256::new()
+            .chain_update(SNAPSHOT_FORMAT)
+            .chain_update(env!("CARGO_PKG_VERSION"))
+            .chain_update(original)
+            .finalize();
+        let name: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+        self.dir.join(name).with_extension("wasm")
+    }
+
+    /// The snapshot of `original` written by an earlier run, if any.
+    pub(crate) fn load(&self, original: &[u8]) -> Option<Vec<u8>> {
+        std::fs::read(self.path(original)).ok()
+    }
+
+    /// Keeps `snapshot` for the next run. Written aside and renamed, so a reader never
+    /// sees half a file.
+    pub(crate) fn store(&self, original: &[u8], snapshot: &[u8]) -> anyhow::Result<()> {
+        std::fs::create_dir_all(&self.dir)
+            .with_context(|| format!("cannot create {}", self.dir.display()))?;
+        let path = self.path(original);
+        let partial = path.with_extension(format!("partial-{}", std::process::id()));
+        std::fs::write(&partial, snapshot)
+            .with_context(|| format!("cannot write {}", partial.display()))?;
+        std::fs::rename(&partial, &path).with_context(|| format!("cannot write {}", path.display()))
+    }
+}
 
 /// Zero runs at least this long split a data segment; shorter ones stay inside it.
 const SEGMENT_GAP_BYTES: usize = 1024;
@@ -267,7 +312,12 @@ fn non_zero_runs(memory: &[u8]) -> Vec<Range<usize>> {
             .position(|window| window.iter().all(|&b| b == 0))
             .map_or(memory.len(), |i| start + i);
         // Trim the zeros the window stopped at, down to the last non-zero byte.
-        let end = start + memory[start..end].iter().rposition(|&b| b != 0).unwrap_or(0) + 1;
+        let end = start
+            + memory[start..end]
+                .iter()
+                .rposition(|&b| b != 0)
+                .unwrap_or(0)
+            + 1;
         runs.push(start..end);
         at = end;
     }
@@ -312,10 +362,7 @@ enum Edit<'a> {
 }
 
 /// Copies a module section by section, raw, except where `edit` says otherwise.
-fn rewrite<'a>(
-    wasm: &[u8],
-    edit: impl Fn(Section) -> Edit<'a>,
-) -> anyhow::Result<Vec<u8>> {
+fn rewrite<'a>(wasm: &[u8], edit: impl Fn(Section) -> Edit<'a>) -> anyhow::Result<Vec<u8>> {
     let mut present = Vec::new();
     for payload in Parser::new(0).parse_all(wasm) {
         if let Some((id, _)) = payload?.as_section() {
@@ -376,7 +423,10 @@ mod tests {
         memory[20] = 2; // a short gap: same segment
         memory[5_000] = 3; // a long gap: a new segment
         memory[9_999] = 4;
-        assert_eq!(non_zero_runs(&memory), vec![10..21, 5_000..5_001, 9_999..10_000]);
+        assert_eq!(
+            non_zero_runs(&memory),
+            vec![10..21, 5_000..5_001, 9_999..10_000]
+        );
         assert_eq!(non_zero_runs(&[0; 100]), Vec::<Range<usize>>::new());
     }
 }
