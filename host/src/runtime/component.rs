@@ -84,8 +84,7 @@ impl<'r> ComponentInstance<'r> {
     ) -> Result<Self, EvalError> {
         let state = ComponentState {
             session: GuestSession::new(context),
-            // Nothing from the host: no files, no environment, no network.
-            wasi: WasiCtx::builder().build(),
+            wasi: None,
             table: ResourceTable::new(),
             limits: MemoryCap::new(runtime.config().memory_limit_bytes),
         };
@@ -129,7 +128,9 @@ impl<'r> ComponentInstance<'r> {
 /// Per-instance host state of a component.
 pub struct ComponentState {
     session: GuestSession,
-    wasi: WasiCtx,
+    /// Built on first use: seeding its random sources costs a system call, and most
+    /// evaluations never reach WASI.
+    wasi: Option<WasiCtx>,
     table: ResourceTable,
     limits: MemoryCap,
 }
@@ -143,7 +144,8 @@ impl Limited for ComponentState {
 impl WasiView for ComponentState {
     fn ctx(&mut self) -> WasiCtxView<'_> {
         WasiCtxView {
-            ctx: &mut self.wasi,
+            // Nothing from the host: no files, no environment, no network.
+            ctx: self.wasi.get_or_insert_with(|| WasiCtx::builder().build()),
             table: &mut self.table,
         }
     }
