@@ -99,9 +99,9 @@ struct ServeArgs {
     /// at it.
     #[arg(long, env = "POLICY_SERVER_ENABLE_NOOP_ROUTE")]
     enable_noop_route: bool,
-    /// Keep compiled policies in this directory, so a restart with the same policies
-    /// skips compilation. Only point it at a directory this server alone can write: its
-    /// files are loaded as machine code.
+    /// Keep compiled policies (and pre-initialized modules) in this directory, so a
+    /// restart with the same policies skips compilation and start-up. Only point it at a
+    /// directory this server alone can write: its files are loaded as machine code.
     #[arg(long, env = "POLICY_SERVER_COMPILE_CACHE_DIR")]
     compile_cache_dir: Option<PathBuf>,
 }
