@@ -95,8 +95,10 @@ impl Runtime {
             .allocation_strategy(InstanceAllocationStrategy::Pooling(pooling));
         let compile_cache = match &config.compile_cache_dir {
             Some(dir) => {
+                // wasmtime's clean-up removes files it does not know: its cache gets a
+                // folder of its own, beside the pre-initialized snapshots.
                 let mut cache = CacheConfig::new();
-                cache.with_directory(dir);
+                cache.with_directory(dir.join("compiled"));
                 let cache = Cache::new(cache)
                     .map_err(anyhow::Error::from)
                     .with_context(|| {
@@ -111,7 +113,10 @@ impl Runtime {
             .map_err(anyhow::Error::from)
             .context("cannot configure the wasm engine")?;
         let ticker = EpochTicker::start(engine.clone());
-        let snapshot_cache = config.compile_cache_dir.as_deref().map(SnapshotCache::new);
+        let snapshot_cache = config
+            .compile_cache_dir
+            .as_deref()
+            .map(|dir| SnapshotCache::new(&dir.join("pre-initialized"), config.memory_limit_bytes));
         Ok(Self {
             engine,
             config,

@@ -9,8 +9,9 @@
 //! module is left alone, and initialized on every instantiation as before, when its state
 //! cannot be captured whole: an imported or shared memory, more than one memory, passive
 //! data, code that can change a table (whose contents are not captured), or globals of
-//! reference type. The caller also keeps the original when start-up fails or talks to the
-//! host about anything but randomness and logging.
+//! reference type. The caller also keeps the ordinary start-up when start-up fails, exits,
+//! reads a clock or makes a waPC host call: what it would capture would not hold for the
+//! next evaluation. Random seeds drawn by start-up are drawn once per load.
 
 use std::ops::Range;
 use std::path::{Path, PathBuf};
@@ -36,12 +37,17 @@ const SNAPSHOT_FORMAT: &str = "1";
 /// are the same as last time, so the compile cache knows them.
 pub(crate) struct SnapshotCache {
     dir: PathBuf,
+    /// Start-up may behave differently under another memory cap.
+    memory_limit_bytes: usize,
 }
 
 impl SnapshotCache {
-    pub(crate) fn new(compile_cache_dir: &Path) -> Self {
+    /// Snapshots in `dir`, which must not be inside wasmtime's cache directory: its
+    /// clean-up removes files it does not know.
+    pub(crate) fn new(dir: &Path, memory_limit_bytes: usize) -> Self {
         Self {
-            dir: compile_cache_dir.join("pre-initialized"),
+            dir: dir.to_owned(),
+            memory_limit_bytes,
         }
     }
 
@@ -50,6 +56,7 @@ impl SnapshotCache {
         let digest = sha2::Sha256::new()
             .chain_update(SNAPSHOT_FORMAT)
             .chain_update(env!("CARGO_PKG_VERSION"))
+            .chain_update(self.memory_limit_bytes.to_le_bytes())
             .chain_update(original)
             .finalize();
         let name: String = digest.iter().map(|b| format!("{b:02x}")).collect();
@@ -76,6 +83,9 @@ impl SnapshotCache {
 
 /// Zero runs at least this long split a data segment; shorter ones stay inside it.
 const SEGMENT_GAP_BYTES: usize = 1024;
+
+/// Far below wasmtime's limit of 100,000 data segments per module.
+const MAX_SEGMENTS: usize = 1_000;
 
 /// What a snapshot needs to know of the original module.
 #[derive(Debug)]
@@ -302,24 +312,26 @@ fn constant(value: &Val, ty: GlobalType) -> anyhow::Result<ConstExpr> {
 }
 
 /// The stretches of `memory` that hold anything but zeros, split where zeros run for
-/// [`SEGMENT_GAP_BYTES`] or more. Memory starts zeroed, so the zeros need no segment.
+/// [`SEGMENT_GAP_BYTES`] or more; one stretch from the first to the last non-zero byte
+/// when that would make more than [`MAX_SEGMENTS`]. Memory starts zeroed, so the zeros
+/// outside the stretches need no segment.
 fn non_zero_runs(memory: &[u8]) -> Vec<Range<usize>> {
     let mut runs: Vec<Range<usize>> = Vec::new();
-    let mut at = 0;
-    while let Some(start) = memory[at..].iter().position(|&b| b != 0).map(|i| at + i) {
-        let end = memory[start..]
-            .windows(SEGMENT_GAP_BYTES)
-            .position(|window| window.iter().all(|&b| b == 0))
-            .map_or(memory.len(), |i| start + i);
-        // Trim the zeros the window stopped at, down to the last non-zero byte.
-        let end = start
-            + memory[start..end]
-                .iter()
-                .rposition(|&b| b != 0)
-                .unwrap_or(0)
-            + 1;
-        runs.push(start..end);
-        at = end;
+    let mut current: Option<Range<usize>> = None;
+    for (at, _) in memory.iter().enumerate().filter(|(_, byte)| **byte != 0) {
+        current = match current {
+            Some(run) if at - run.end < SEGMENT_GAP_BYTES => Some(run.start..at + 1),
+            Some(run) => {
+                runs.push(run);
+                Some(at..at + 1)
+            }
+            None => Some(at..at + 1),
+        };
+    }
+    runs.extend(current);
+    if runs.len() > MAX_SEGMENTS {
+        let whole = runs[0].start..runs[runs.len() - 1].end;
+        return vec![whole];
     }
     runs
 }
@@ -428,5 +440,16 @@ mod tests {
             vec![10..21, 5_000..5_001, 9_999..10_000]
         );
         assert_eq!(non_zero_runs(&[0; 100]), Vec::<Range<usize>>::new());
+        assert_eq!(non_zero_runs(&[7; 3]), vec![0..3]);
+    }
+
+    #[test]
+    fn too_many_runs_become_one_segment() {
+        let mut memory = vec![0u8; (MAX_SEGMENTS + 1) * 2 * SEGMENT_GAP_BYTES];
+        for run in 0..=MAX_SEGMENTS {
+            memory[run * 2 * SEGMENT_GAP_BYTES + 5] = 1;
+        }
+        let last = MAX_SEGMENTS * 2 * SEGMENT_GAP_BYTES + 5;
+        assert_eq!(non_zero_runs(&memory), vec![5..last + 1]);
     }
 }

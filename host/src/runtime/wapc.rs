@@ -44,7 +44,7 @@ impl WapcModule {
     /// imports anything the host does not give.
     pub fn compile(runtime: &Runtime, bytes: &[u8]) -> anyhow::Result<Self> {
         let linker = wapc_linker(runtime.engine())?;
-        let link = |bytes: &[u8]| -> anyhow::Result<InstancePre<WapcState>> {
+        let link = |bytes: &[u8]| -> anyhow::Result<(Module, InstancePre<WapcState>)> {
             let module = Module::new(runtime.engine(), bytes).map_err(anyhow::Error::from)?;
             let pre = linker
                 .instantiate_pre(&module)
@@ -53,46 +53,53 @@ impl WapcModule {
             if module.get_export(GUEST_CALL).is_none() {
                 anyhow::bail!("the module does not export `{GUEST_CALL}`: it is not a waPC module");
             }
-            Ok(pre)
+            Ok((module, pre))
+        };
+        let ordinary = |pre| Self {
+            pre,
+            pre_initialized: false,
         };
         let cache = runtime.snapshot_cache();
         if let Some(snapshot) = cache.and_then(|cache| cache.load(bytes)) {
             match link(&snapshot) {
-                Ok(pre) => return Ok(Self::pre_initialized(pre)),
+                Ok((_, pre)) => return Ok(Self::pre_initialized(pre)),
                 Err(e) => tracing::warn!("ignoring a stored snapshot: {e:#}"),
             }
         }
-        let instrumented = match preinit::instrument(bytes)? {
-            Ok(instrumented) => instrumented,
-            Err(reason) => {
+        let instrumented = match preinit::instrument(bytes) {
+            Ok(Ok(instrumented)) => instrumented,
+            Ok(Err(reason)) => {
                 tracing::info!("start-up runs for every evaluation: {reason}");
-                return Ok(Self {
-                    pre: link(bytes)?,
-                    pre_initialized: false,
-                });
+                return Ok(ordinary(link(bytes)?.1));
             }
+            // Malformed: let wasmtime say how.
+            Err(_) => return Ok(ordinary(link(bytes)?.1)),
         };
         // The instrumented module behaves as the original, so it is also what runs when
         // start-up cannot be captured.
-        let pre = link(&instrumented.wasm)?;
+        let (module, pre) = link(&instrumented.wasm)?;
         let started = std::time::Instant::now();
-        match pre_initialize(&pre, runtime, bytes, &instrumented.plan) {
-            Ok(snapshot) => {
+        let snapshot = start_up_linker(runtime.engine())
+            .and_then(|linker| linker.instantiate_pre(&module).map_err(anyhow::Error::from))
+            .map_err(|e| format!("cannot link start-up: {e:#}"))
+            .and_then(|start_up| pre_initialize(&start_up, runtime, bytes, &instrumented.plan))
+            .and_then(|snapshot| match link(&snapshot) {
+                Ok((_, pre)) => Ok((snapshot, pre)),
+                Err(e) => Err(format!("the snapshot does not load: {e:#}")),
+            });
+        match snapshot {
+            Ok((snapshot, snapshot_pre)) => {
                 tracing::debug!(elapsed = ?started.elapsed(), bytes = snapshot.len(), "pre-initialized");
-                let pre = link(&snapshot)?;
                 if let Some(cache) = cache
                     && let Err(e) = cache.store(bytes, &snapshot)
                 {
                     tracing::warn!("cannot keep the snapshot for the next start: {e:#}");
                 }
-                Ok(Self::pre_initialized(pre))
+                Ok(Self::pre_initialized(snapshot_pre))
             }
             Err(reason) => {
                 tracing::info!("start-up runs for every evaluation: {reason}");
-                Ok(Self {
-                    pre,
-                    pre_initialized: false,
-                })
+                Ok(ordinary(pre))
             }
         }
     }
@@ -380,6 +387,48 @@ fn write(memory: &mut [u8], ptr: i32, bytes: &[u8]) -> wasmtime::Result<()> {
     Ok(())
 }
 
+/// The WASI calls whose answers change from one moment to the next: start-up that makes
+/// them cannot be captured once for all evaluations.
+const CLOCK_CALLS: [&str; 3] = ["clock_time_get", "clock_res_get", "poll_oneoff"];
+
+/// The linker start-up runs with at load: the ordinary one, except that reading a clock
+/// stops start-up, so that its module is not pre-initialized. What start-up may still
+/// call gives the same answer to every instance (no arguments, no environment, no
+/// preopened directories, discarded output), but for randomness: seeds drawn at load.
+fn start_up_linker(engine: &Engine) -> anyhow::Result<Linker<WapcState>> {
+    let mut linker = wapc_linker(engine)?;
+    linker.allow_shadowing(true);
+    for wasi in ["wasi_snapshot_preview1", "wasi_unstable"] {
+        let refuse =
+            |call: &str| abi_error(format!("start-up calls `{call}`, which reads a clock"));
+        linker.func_wrap(
+            wasi,
+            CLOCK_CALLS[0],
+            move |_: Caller<'_, WapcState>, _: i32, _: i64, _: i32| -> wasmtime::Result<i32> {
+                Err(refuse(CLOCK_CALLS[0]))
+            },
+        )?;
+        linker.func_wrap(
+            wasi,
+            CLOCK_CALLS[1],
+            move |_: Caller<'_, WapcState>, _: i32, _: i32| -> wasmtime::Result<i32> {
+                Err(refuse(CLOCK_CALLS[1]))
+            },
+        )?;
+        linker.func_wrap(
+            wasi,
+            CLOCK_CALLS[2],
+            move |_: Caller<'_, WapcState>,
+                  _: i32,
+                  _: i32,
+                  _: i32,
+                  _: i32|
+                  -> wasmtime::Result<i32> { Err(refuse(CLOCK_CALLS[2])) },
+        )?;
+    }
+    Ok(linker)
+}
+
 fn wapc_linker(engine: &Engine) -> anyhow::Result<Linker<WapcState>> {
     let mut linker = Linker::new(engine);
     wasmtime_wasi::p1::add_to_linker_sync(&mut linker, WapcState::wasi)?;
@@ -523,6 +572,8 @@ mod tests {
               (import "wapc" "__host_call"
                 (func $host_call (param i32 i32 i32 i32 i32 i32 i32 i32) (result i32)))
               (import "wasi_snapshot_preview1" "proc_exit" (func $exit (param i32)))
+              (import "wasi_snapshot_preview1" "clock_time_get"
+                (func $clock (param i32 i64 i32) (result i32)))
               (memory (export "memory") 1)
               (global $calls (mut i32) (i32.const 0))
               (func $init
@@ -609,6 +660,14 @@ mod tests {
             (call $init)
             (drop (call $host_call (i32.const 0) (i32.const 0) (i32.const 0) (i32.const 0)
                                    (i32.const 0) (i32.const 0) (i32.const 0) (i32.const 0))))"#;
+        check(&guest(init, ""), false);
+    }
+
+    #[test]
+    fn start_up_that_reads_a_clock_runs_in_every_instance() {
+        let init = r#"(func (export "wapc_init")
+            (call $init)
+            (drop (call $clock (i32.const 0) (i64.const 1) (i32.const 8))))"#;
         check(&guest(init, ""), false);
     }
 
