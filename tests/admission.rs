@@ -719,6 +719,17 @@ async fn the_compile_cache_is_filled_once_and_then_used() {
         (Some(0), Some(4)),
         "{logged}"
     );
+    for module in ["required_labels.wasm", "deny_latest_tag.wasm"] {
+        let compiled = cold
+            .wait_for_log(|event| {
+                event["message"] == "compiled"
+                    && event["module"]
+                        .as_str()
+                        .is_some_and(|m| m.ends_with(module))
+            })
+            .await;
+        assert_eq!(compiled["pre_initialized"], true, "{compiled}");
+    }
     assert_eq!(cold.validate("labels", &object).await["allowed"], false);
     assert!(cold.terminate().success());
     let files = walk(cache.path());
