@@ -105,6 +105,9 @@ fn load_one(
                 );
             }
             let started = std::time::Instant::now();
+            // What compilation logs (such as why start-up cannot be pre-initialized) names
+            // the module.
+            let span = tracing::info_span!("compile", module = %path.display()).entered();
             // A component is told from a core module by its bytes: no field in policies.yml.
             let module = match kind {
                 BinaryKind::CoreModule => Compiled::Wapc(Arc::new(
@@ -116,6 +119,7 @@ fn load_one(
                         .with_context(|| format!("cannot compile component {}", path.display()))?,
                 )),
             };
+            drop(span);
             let pre_initialized = match &module {
                 Compiled::Wapc(module) => module.is_pre_initialized(),
                 Compiled::Component(_) => false,
