@@ -68,16 +68,22 @@ impl SnapshotCache {
         std::fs::read(self.path(original)).ok()
     }
 
-    /// Keeps `snapshot` for the next run. Written aside and renamed, so a reader never
-    /// sees half a file.
+    /// Keeps `snapshot` for the next run. Written to a file of its own and renamed, so a
+    /// reader (or another server sharing the directory) never sees half a file.
     pub(crate) fn store(&self, original: &[u8], snapshot: &[u8]) -> anyhow::Result<()> {
+        use std::io::Write;
         std::fs::create_dir_all(&self.dir)
             .with_context(|| format!("cannot create {}", self.dir.display()))?;
         let path = self.path(original);
-        let partial = path.with_extension(format!("partial-{}", std::process::id()));
-        std::fs::write(&partial, snapshot)
-            .with_context(|| format!("cannot write {}", partial.display()))?;
-        std::fs::rename(&partial, &path).with_context(|| format!("cannot write {}", path.display()))
+        let mut partial = tempfile::NamedTempFile::new_in(&self.dir)
+            .with_context(|| format!("cannot write in {}", self.dir.display()))?;
+        partial
+            .write_all(snapshot)
+            .with_context(|| format!("cannot write {}", partial.path().display()))?;
+        partial
+            .persist(&path)
+            .with_context(|| format!("cannot write {}", path.display()))?;
+        Ok(())
     }
 }
 
@@ -375,17 +381,13 @@ enum Edit<'a> {
 
 /// Copies a module section by section, raw, except where `edit` says otherwise.
 fn rewrite<'a>(wasm: &[u8], edit: impl Fn(Section) -> Edit<'a>) -> anyhow::Result<Vec<u8>> {
-    let mut present = Vec::new();
+    let mut sections = Vec::new();
     for payload in Parser::new(0).parse_all(wasm) {
-        if let Some((id, _)) = payload?.as_section() {
-            present.push(Section::of(id));
-        }
+        sections.extend(payload?.as_section());
     }
+    let present: Vec<Section> = sections.iter().map(|(id, _)| Section::of(*id)).collect();
     let mut module = wasm_encoder::Module::new();
-    for payload in Parser::new(0).parse_all(wasm) {
-        let Some((id, range)) = payload?.as_section() else {
-            continue;
-        };
+    for (id, range) in sections {
         let raw = RawSection {
             id,
             data: &wasm[range],

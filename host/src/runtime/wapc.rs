@@ -387,43 +387,38 @@ fn write(memory: &mut [u8], ptr: i32, bytes: &[u8]) -> wasmtime::Result<()> {
     Ok(())
 }
 
-/// The WASI calls whose answers change from one moment to the next: start-up that makes
-/// them cannot be captured once for all evaluations.
-const CLOCK_CALLS: [&str; 3] = ["clock_time_get", "clock_res_get", "poll_oneoff"];
-
 /// The linker start-up runs with at load: the ordinary one, except that reading a clock
-/// stops start-up, so that its module is not pre-initialized. What start-up may still
-/// call gives the same answer to every instance (no arguments, no environment, no
-/// preopened directories, discarded output), but for randomness: seeds drawn at load.
+/// (whose answer changes from one evaluation to the next) stops start-up, so that its
+/// module is not pre-initialized. What start-up may still call gives the same answer to
+/// every instance (no arguments, no environment, no preopened directories, discarded
+/// output), but for randomness: seeds drawn at load.
 fn start_up_linker(engine: &Engine) -> anyhow::Result<Linker<WapcState>> {
+    fn refuse(call: &str) -> wasmtime::Error {
+        abi_error(format!("start-up calls `{call}`, which reads a clock"))
+    }
     let mut linker = wapc_linker(engine)?;
     linker.allow_shadowing(true);
     for wasi in ["wasi_snapshot_preview1", "wasi_unstable"] {
-        let refuse =
-            |call: &str| abi_error(format!("start-up calls `{call}`, which reads a clock"));
         linker.func_wrap(
             wasi,
-            CLOCK_CALLS[0],
-            move |_: Caller<'_, WapcState>, _: i32, _: i64, _: i32| -> wasmtime::Result<i32> {
-                Err(refuse(CLOCK_CALLS[0]))
+            "clock_time_get",
+            |_: Caller<'_, WapcState>, _: i32, _: i64, _: i32| -> wasmtime::Result<i32> {
+                Err(refuse("clock_time_get"))
             },
         )?;
         linker.func_wrap(
             wasi,
-            CLOCK_CALLS[1],
-            move |_: Caller<'_, WapcState>, _: i32, _: i32| -> wasmtime::Result<i32> {
-                Err(refuse(CLOCK_CALLS[1]))
+            "clock_res_get",
+            |_: Caller<'_, WapcState>, _: i32, _: i32| -> wasmtime::Result<i32> {
+                Err(refuse("clock_res_get"))
             },
         )?;
         linker.func_wrap(
             wasi,
-            CLOCK_CALLS[2],
-            move |_: Caller<'_, WapcState>,
-                  _: i32,
-                  _: i32,
-                  _: i32,
-                  _: i32|
-                  -> wasmtime::Result<i32> { Err(refuse(CLOCK_CALLS[2])) },
+            "poll_oneoff",
+            |_: Caller<'_, WapcState>, _: i32, _: i32, _: i32, _: i32| -> wasmtime::Result<i32> {
+                Err(refuse("poll_oneoff"))
+            },
         )?;
     }
     Ok(linker)
