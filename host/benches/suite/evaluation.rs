@@ -16,7 +16,7 @@ use serde_json::{Value, json};
 
 use crate::Scale;
 use crate::report::{Report, Table, num, text};
-use crate::stats::{Stats, measure_pair};
+use crate::stats::{Stats, measure_alternating};
 
 const TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -122,11 +122,12 @@ pub fn run(report: &mut Report, scale: &Scale) -> anyhow::Result<()> {
             "reused p50",
             "reused p99",
             "fresh − reused p50",
+            "instance alone p50",
         ],
     );
     let mut fresh_by_twin: Vec<(&str, &str, Stats)> = Vec::new();
     for case in &cases {
-        let (fresh, reused) = if case.style == "component" {
+        let [fresh, reused, instance_alone] = if case.style == "component" {
             measure_component(&runtime, case, scale)?
         } else {
             measure_legacy(&runtime, case, scale)?
@@ -139,6 +140,7 @@ pub fn run(report: &mut Report, scale: &Scale) -> anyhow::Result<()> {
             num(reused.p50, 1),
             num(reused.p99, 1),
             num(fresh.p50 - reused.p50, 1),
+            num(instance_alone.p50, 1),
         ]);
         report.at_most(
             format!("fresh-instance overhead µs, {} ({})", case.name, case.style),
@@ -170,7 +172,10 @@ pub fn run(report: &mut Report, scale: &Scale) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn measure_legacy(runtime: &Runtime, case: &Case, scale: &Scale) -> anyhow::Result<(Stats, Stats)> {
+/// Times, in alternation: an evaluation in a fresh instance, one in a reused instance,
+/// and a fresh instance made and dropped without a call (the engine's share of the
+/// difference: what remains is what the guest's first call costs more than a later one).
+fn measure_legacy(runtime: &Runtime, case: &Case, scale: &Scale) -> anyhow::Result<[Stats; 3]> {
     let module = WapcModule::compile(runtime, &std::fs::read(&case.wasm)?)?;
     let payload =
         Bytes::from(json!({"request": case.request, "settings": case.settings}).to_string());
@@ -188,33 +193,38 @@ fn measure_legacy(runtime: &Runtime, case: &Case, scale: &Scale) -> anyhow::Resu
         case.name
     );
     let mut instance = WapcInstance::new(&module, runtime, case.context.clone(), TIMEOUT)?;
-    Ok(measure_pair(
+    Ok(measure_alternating(
         scale.warmup,
         scale.samples,
-        || {
-            module
-                .call(
-                    runtime,
-                    case.context.clone(),
-                    TIMEOUT,
-                    "validate",
-                    payload.clone(),
-                )
-                .expect("evaluation");
-        },
-        || {
-            instance
-                .call("validate", payload.clone())
-                .expect("evaluation");
-        },
+        [
+            &mut || {
+                module
+                    .call(
+                        runtime,
+                        case.context.clone(),
+                        TIMEOUT,
+                        "validate",
+                        payload.clone(),
+                    )
+                    .expect("evaluation");
+            },
+            &mut || {
+                instance
+                    .call("validate", payload.clone())
+                    .expect("evaluation");
+            },
+            &mut || {
+                drop(
+                    WapcInstance::new(&module, runtime, case.context.clone(), TIMEOUT)
+                        .expect("instantiation"),
+                );
+            },
+        ],
     ))
 }
 
-fn measure_component(
-    runtime: &Runtime,
-    case: &Case,
-    scale: &Scale,
-) -> anyhow::Result<(Stats, Stats)> {
+/// As [`measure_legacy`], for a component.
+fn measure_component(runtime: &Runtime, case: &Case, scale: &Scale) -> anyhow::Result<[Stats; 3]> {
     let module = ComponentModule::compile(runtime, &std::fs::read(&case.wasm)?)?;
     let (request, settings) = (case.request.to_string(), case.settings.to_string());
     let verdict = module.validate(runtime, case.context.clone(), TIMEOUT, &request, &settings)?;
@@ -224,16 +234,24 @@ fn measure_component(
         case.name
     );
     let mut instance = ComponentInstance::new(&module, runtime, case.context.clone(), TIMEOUT)?;
-    Ok(measure_pair(
+    Ok(measure_alternating(
         scale.warmup,
         scale.samples,
-        || {
-            module
-                .validate(runtime, case.context.clone(), TIMEOUT, &request, &settings)
-                .expect("evaluation");
-        },
-        || {
-            instance.validate(&request, &settings).expect("evaluation");
-        },
+        [
+            &mut || {
+                module
+                    .validate(runtime, case.context.clone(), TIMEOUT, &request, &settings)
+                    .expect("evaluation");
+            },
+            &mut || {
+                instance.validate(&request, &settings).expect("evaluation");
+            },
+            &mut || {
+                drop(
+                    ComponentInstance::new(&module, runtime, case.context.clone(), TIMEOUT)
+                        .expect("instantiation"),
+                );
+            },
+        ],
     ))
 }

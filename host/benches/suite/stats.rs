@@ -23,27 +23,25 @@ impl Stats {
     }
 }
 
-/// Times `a` and `b` in alternation, `samples` runs each (after `warmup` of each), in µs:
-/// both see the same machine, so their ratio holds even when its load drifts.
-pub fn measure_pair(
+/// Times each of `runs` in turn, `samples` rounds (after `warmup` rounds), in µs: all
+/// see the same machine, so their ratios hold even when its load drifts.
+pub fn measure_alternating<const N: usize>(
     warmup: usize,
     samples: usize,
-    mut a: impl FnMut(),
-    mut b: impl FnMut(),
-) -> (Stats, Stats) {
+    mut runs: [&mut dyn FnMut(); N],
+) -> [Stats; N] {
     for _ in 0..warmup {
-        a();
-        b();
+        for run in runs.iter_mut() {
+            run();
+        }
     }
-    let time = |run: &mut dyn FnMut()| {
-        let started = Instant::now();
-        run();
-        started.elapsed().as_secs_f64() * 1e6
-    };
-    let (mut a_samples, mut b_samples) = (Vec::with_capacity(samples), Vec::with_capacity(samples));
+    let mut timings: [Vec<f64>; N] = std::array::from_fn(|_| Vec::with_capacity(samples));
     for _ in 0..samples {
-        a_samples.push(time(&mut a));
-        b_samples.push(time(&mut b));
+        for (run, timings) in runs.iter_mut().zip(timings.iter_mut()) {
+            let started = Instant::now();
+            run();
+            timings.push(started.elapsed().as_secs_f64() * 1e6);
+        }
     }
-    (Stats::of(a_samples), Stats::of(b_samples))
+    timings.map(Stats::of)
 }
