@@ -96,6 +96,8 @@ const MAX_SEGMENTS: usize = 1_000;
 /// What a snapshot needs to know of the original module.
 #[derive(Debug)]
 pub(crate) struct Plan {
+    /// Globals the module imports: they come first in the global index space.
+    imported_globals: u32,
     /// Index of each mutable global the module defines, in the global index space.
     mutable_globals: Vec<u32>,
 }
@@ -182,6 +184,10 @@ pub(crate) fn instrument(wasm: &[u8]) -> anyhow::Result<Result<Instrumented, Str
         _ => return Ok(Err("it does not define exactly one memory".into())),
     }
 
+    let plan = Plan {
+        imported_globals,
+        mutable_globals,
+    };
     let mut exports = ExportSection::new();
     if let Some(existing) = export_section {
         for export in existing {
@@ -190,21 +196,14 @@ pub(crate) fn instrument(wasm: &[u8]) -> anyhow::Result<Result<Instrumented, Str
         }
     }
     exports.export(MEMORY_EXPORT, ExportKind::Memory, 0);
-    for &index in &mutable_globals {
-        exports.export(
-            &format!("{GLOBAL_EXPORT_PREFIX}{index}"),
-            ExportKind::Global,
-            index,
-        );
+    for (name, &index) in plan.global_exports().zip(&plan.mutable_globals) {
+        exports.export(&name, ExportKind::Global, index);
     }
     let wasm = rewrite(wasm, |id| match id {
         Section::Export => Edit::Replace(&exports),
         _ => Edit::Keep,
     })?;
-    Ok(Ok(Instrumented {
-        plan: Plan { mutable_globals },
-        wasm,
-    }))
+    Ok(Ok(Instrumented { plan, wasm }))
 }
 
 /// The original module, rewritten to start with `memory` (all of it, as start-up left it)
@@ -226,16 +225,8 @@ pub(crate) fn snapshot(
 
     let mut memories = MemorySection::new();
     let mut global_section = GlobalSection::new();
-    let mut imported_globals = 0u32;
     for payload in Parser::new(0).parse_all(wasm) {
         match payload? {
-            Payload::ImportSection(imports) => {
-                for import in imports.into_imports() {
-                    if let TypeRef::Global(_) = import?.ty {
-                        imported_globals += 1;
-                    }
-                }
-            }
             Payload::MemorySection(section) => {
                 for memory in section {
                     memories.memory(grown(memory?, pages));
@@ -244,7 +235,7 @@ pub(crate) fn snapshot(
             Payload::GlobalSection(section) => {
                 for (index, global) in section.into_iter().enumerate() {
                     let global = global?;
-                    let index = imported_globals + index as u32;
+                    let index = plan.imported_globals + index as u32;
                     let init = match plan.mutable_globals.iter().position(|&g| g == index) {
                         Some(at) => constant(&globals[at], global.ty)?,
                         None => ConstExpr::try_from(global.init_expr)
@@ -362,9 +353,9 @@ impl Section {
             6 => Self::Global,
             7 => Self::Export,
             8 => Self::Start,
-            12 => Self::DataCount,
             10 => Self::Code,
             11 => Self::Data,
+            12 => Self::DataCount,
             _ => Self::Other,
         }
     }

@@ -79,7 +79,7 @@ impl WapcModule {
         // start-up cannot be captured.
         let (module, pre) = link(&instrumented.wasm)?;
         let started = std::time::Instant::now();
-        let snapshot = start_up_linker(runtime.engine())
+        let snapshot = start_up_linker(&linker)
             .and_then(|linker| linker.instantiate_pre(&module).map_err(anyhow::Error::from))
             .map_err(|e| format!("cannot link start-up: {e:#}"))
             .and_then(|start_up| pre_initialize(&start_up, runtime, bytes, &instrumented.plan))
@@ -392,11 +392,11 @@ fn write(memory: &mut [u8], ptr: i32, bytes: &[u8]) -> wasmtime::Result<()> {
 /// module is not pre-initialized. What start-up may still call gives the same answer to
 /// every instance (no arguments, no environment, no preopened directories, discarded
 /// output), but for randomness: seeds drawn at load.
-fn start_up_linker(engine: &Engine) -> anyhow::Result<Linker<WapcState>> {
+fn start_up_linker(ordinary: &Linker<WapcState>) -> anyhow::Result<Linker<WapcState>> {
     fn refuse(call: &str) -> wasmtime::Error {
         abi_error(format!("start-up calls `{call}`, which reads a clock"))
     }
-    let mut linker = wapc_linker(engine)?;
+    let mut linker = ordinary.clone();
     linker.allow_shadowing(true);
     for wasi in ["wasi_snapshot_preview1", "wasi_unstable"] {
         linker.func_wrap(
