@@ -48,6 +48,9 @@ const COLLECTIONS: [Collection; 3] = [NAMESPACES, SERVICES, INGRESSES];
 struct WatchEvent {
     collection: Collection,
     resource_version: u64,
+    /// The serving period the event was recorded in: a watch opened in an earlier one
+    /// ends instead of delivering it, so nothing reaches a client across a stop.
+    epoch: u64,
     line: Bytes,
 }
 
@@ -59,6 +62,11 @@ struct Store {
     compacted_below: u64,
     events: broadcast::Sender<WatchEvent>,
     requests: Vec<String>,
+    /// Bumped at every stop and start; see `WatchEvent::epoch`.
+    epoch: u64,
+    /// False between `stop` and `restart`: requests that slip in before the listener
+    /// closes are refused, as a server that is down would.
+    serving: bool,
 }
 
 /// The fake API server. Dropping it stops it.
@@ -78,6 +86,8 @@ impl FakeApiServer {
             compacted_below: 0,
             events,
             requests: Vec::new(),
+            epoch: 0,
+            serving: false,
         }));
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let address = listener.local_addr().unwrap();
@@ -148,8 +158,14 @@ impl FakeApiServer {
         self.restart().await;
     }
 
-    /// Stops serving: open watches end and new connections are refused.
+    /// Stops serving: open watches end and new connections are refused. Takes effect
+    /// before it returns: no event recorded afterwards reaches a watch opened before.
     pub fn stop(&mut self) {
+        {
+            let mut store = self.store.lock().unwrap();
+            store.serving = false;
+            store.epoch += 1;
+        }
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(true);
         }
@@ -180,6 +196,11 @@ impl FakeApiServer {
     fn serve(&mut self, listener: TcpListener) {
         let (stop_tx, stop_rx) = watch::channel(false);
         self.stop = Some(stop_tx);
+        {
+            let mut store = self.store.lock().unwrap();
+            store.serving = true;
+            store.epoch += 1;
+        }
         let store = self.store.clone();
         tokio::spawn(async move {
             let mut stopped = stop_rx.clone();
@@ -222,6 +243,7 @@ impl Store {
         let event = WatchEvent {
             collection,
             resource_version: self.resource_version,
+            epoch: self.epoch,
             line: Bytes::from(line),
         };
         self.history.push(event.clone());
@@ -324,11 +346,16 @@ type Body = BoxBody<Bytes, Infallible>;
 
 fn handle(store: &Arc<Mutex<Store>>, request: Request<Incoming>) -> Response<Body> {
     let uri = request.uri().clone();
-    store
-        .lock()
-        .unwrap()
-        .requests
-        .push(format!("{} {uri}", request.method()));
+    {
+        let mut store = store.lock().unwrap();
+        if !store.serving {
+            return json_response(
+                StatusCode::SERVICE_UNAVAILABLE,
+                &status(503, "ServiceUnavailable", "the API server is stopped"),
+            );
+        }
+        store.requests.push(format!("{} {uri}", request.method()));
+    }
     let Some(collection) = COLLECTIONS.into_iter().find(|c| c.path == uri.path()) else {
         return json_response(
             StatusCode::NOT_FOUND,
@@ -362,7 +389,7 @@ fn handle(store: &Arc<Mutex<Store>>, request: Request<Incoming>) -> Response<Bod
         .get("resourceVersion")
         .and_then(|rv| rv.parse().ok())
         .unwrap_or(0);
-    let (backlog, mut live, current, gone) = {
+    let (backlog, mut live, current, gone, epoch) = {
         let store = store.lock().unwrap();
         let gone = from != 0 && from < store.compacted_below;
         let backlog: Vec<Bytes> = store
@@ -376,6 +403,7 @@ fn handle(store: &Arc<Mutex<Store>>, request: Request<Incoming>) -> Response<Bod
             store.events.subscribe(),
             store.resource_version,
             gone,
+            store.epoch,
         )
     };
     let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(1024);
@@ -406,6 +434,9 @@ fn handle(store: &Arc<Mutex<Store>>, request: Request<Incoming>) -> Response<Bod
             return;
         }
         while let Ok(event) = live.recv().await {
+            if event.epoch != epoch {
+                return;
+            }
             if event.collection == collection
                 && event.resource_version > current
                 && tx.send(event.line).await.is_err()
