@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use policy_server_e2e::fake_apiserver::{FakeApiServer, INGRESSES, NAMESPACES, SERVICES};
 use policy_server_e2e::requests::review;
-use policy_server_e2e::{Server, ServerBuilder, wasm};
+use policy_server_e2e::{Server, ServerBuilder, eventually, wasm};
 use serde_json::{Value, json};
 
 fn builder(policies_yml: String) -> ServerBuilder {
@@ -63,25 +63,6 @@ fn message(response: &Value) -> String {
         .as_str()
         .unwrap_or_default()
         .to_owned()
-}
-
-/// Polls `check` until it holds or 20 s pass.
-async fn eventually<F, Fut>(what: &str, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<String>>,
-{
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    loop {
-        let failure = match check().await {
-            None => return,
-            Some(failure) => failure,
-        };
-        if tokio::time::Instant::now() > deadline {
-            panic!("{what}: still not true after 20 s: {failure}");
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 async fn start_live(

@@ -3,7 +3,7 @@
 
 use policy_server_e2e::fake_apiserver::{FakeApiServer, NAMESPACES};
 use policy_server_e2e::requests::review;
-use policy_server_e2e::{ServerBuilder, wasm};
+use policy_server_e2e::{ServerBuilder, eventually, wasm};
 use serde_json::{Value, json};
 
 fn builder(policies_yml: String) -> ServerBuilder {
@@ -135,19 +135,18 @@ async fn both_styles_follow_the_live_cache() {
         json!({"metadata": {"name": "fresh", "labels": {"services-allowed": "1"}}}),
     );
     let request = review(service("api", "fresh"));
-    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(20);
-    loop {
-        let legacy = server.validate("legacy", &request).await;
-        let component = server.validate("component", &request).await;
-        if legacy["allowed"] == true && component["allowed"] == true {
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the new namespace was not seen: legacy {legacy}, component {component}"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
+    let server = &server;
+    let request = &request;
+    eventually(
+        "the new namespace is seen by both policies",
+        || async move {
+            let legacy = server.validate("legacy", request).await;
+            let component = server.validate("component", request).await;
+            (legacy["allowed"] != true || component["allowed"] != true)
+                .then(|| format!("legacy {legacy}, component {component}"))
+        },
+    )
+    .await;
 }
 
 fn behaving(id: &str, module: &std::path::Path, behaviour: &str, extra: &str) -> String {

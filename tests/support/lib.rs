@@ -2,9 +2,11 @@
 //! binary on a loopback port with TLS, and talk to it over HTTPS.
 
 pub mod build;
+mod eventually;
 pub mod fake_apiserver;
 pub mod requests;
 pub mod server;
 
 pub use build::{Wasm, wasm};
+pub use eventually::eventually;
 pub use server::{Server, ServerBuilder};
