@@ -346,16 +346,16 @@ type Body = BoxBody<Bytes, Infallible>;
 
 fn handle(store: &Arc<Mutex<Store>>, request: Request<Incoming>) -> Response<Body> {
     let uri = request.uri().clone();
-    {
-        let mut store = store.lock().unwrap();
-        if !store.serving {
-            return json_response(
-                StatusCode::SERVICE_UNAVAILABLE,
-                &status(503, "ServiceUnavailable", "the API server is stopped"),
-            );
-        }
-        store.requests.push(format!("{} {uri}", request.method()));
+    // One lock for the whole answer, so a stop cannot fall between the check that the
+    // server is serving and what it serves.
+    let mut store = store.lock().unwrap();
+    if !store.serving {
+        return json_response(
+            StatusCode::SERVICE_UNAVAILABLE,
+            &status(503, "ServiceUnavailable", "the API server is stopped"),
+        );
     }
+    store.requests.push(format!("{} {uri}", request.method()));
     let Some(collection) = COLLECTIONS.into_iter().find(|c| c.path == uri.path()) else {
         return json_response(
             StatusCode::NOT_FOUND,
@@ -369,10 +369,7 @@ fn handle(store: &Arc<Mutex<Store>>, request: Request<Incoming>) -> Response<Bod
     if query.get("watch").map(String::as_str) != Some("true") {
         let limit = query.get("limit").and_then(|l| l.parse().ok());
         let token = query.get("continue");
-        let page = store
-            .lock()
-            .unwrap()
-            .list_page(collection, limit, token.map(String::as_str));
+        let page = store.list_page(collection, limit, token.map(String::as_str));
         return match page {
             Ok(list) => json_response(StatusCode::OK, &list),
             Err((code, reason)) => {
@@ -389,23 +386,16 @@ fn handle(store: &Arc<Mutex<Store>>, request: Request<Incoming>) -> Response<Bod
         .get("resourceVersion")
         .and_then(|rv| rv.parse().ok())
         .unwrap_or(0);
-    let (backlog, mut live, current, gone, epoch) = {
-        let store = store.lock().unwrap();
-        let gone = from != 0 && from < store.compacted_below;
-        let backlog: Vec<Bytes> = store
-            .history
-            .iter()
-            .filter(|e| e.collection == collection && e.resource_version > from)
-            .map(|e| e.line.clone())
-            .collect();
-        (
-            backlog,
-            store.events.subscribe(),
-            store.resource_version,
-            gone,
-            store.epoch,
-        )
-    };
+    let gone = from != 0 && from < store.compacted_below;
+    let backlog: Vec<Bytes> = store
+        .history
+        .iter()
+        .filter(|e| e.collection == collection && e.resource_version > from)
+        .map(|e| e.line.clone())
+        .collect();
+    let mut live = store.events.subscribe();
+    let (current, epoch) = (store.resource_version, store.epoch);
+    drop(store);
     let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(1024);
     tokio::spawn(async move {
         if gone {
