@@ -1,55 +1,17 @@
-//! The cache of cluster state, as the adapter sees it: a source of prepared answers.
+//! The cache of cluster state, as the adapter sees it: one immutable snapshot per kind,
+//! which answers lists and gets from its indexes.
 
 use std::sync::Arc;
 
-use bytes::Bytes;
-
+use crate::answer::Answer;
 use crate::query::ResourceKind;
+use crate::selector::{FieldSelector, LabelSelector};
 
-/// A prepared List answer: the JSON text, shared. Cloning it is cheap; a runtime copies
-/// it once, into guest memory, whether it hands it out as bytes (waPC) or as a string
-/// (components).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ListJson(Arc<str>);
-
-impl ListJson {
-    pub fn new(json: impl Into<Arc<str>>) -> Self {
-        Self(json.into())
-    }
-
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-
-    pub fn as_bytes(&self) -> &[u8] {
-        self.0.as_bytes()
-    }
-
-    /// The shared text itself, for runtimes that lower it as a string.
-    pub fn shared(&self) -> Arc<str> {
-        self.0.clone()
-    }
-
-    pub fn len(&self) -> usize {
-        self.0.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
-    }
-}
-
-impl AsRef<[u8]> for ListJson {
-    fn as_ref(&self) -> &[u8] {
-        self.as_bytes()
-    }
-}
-
-impl From<ListJson> for Bytes {
-    /// Without copying: the bytes keep the shared text alive.
-    fn from(list: ListJson) -> Self {
-        Bytes::from_owner(list)
-    }
+/// Whether objects of a kind live in namespaces.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scope {
+    Namespaced,
+    Cluster,
 }
 
 /// Why the cache cannot answer.
@@ -61,14 +23,39 @@ pub enum CacheError {
     /// The kind is cached but its first list has not completed yet.
     #[error("{0} is not available yet: the cache has not finished its first list")]
     Unavailable(ResourceKind),
+    /// The cluster does not serve the kind (found at start-up, kept for the policies that
+    /// asked for it when the server runs with `--continue-on-errors`).
+    #[error("{kind} cannot be read: {reason}")]
+    Unserved { kind: ResourceKind, reason: String },
 }
 
-/// Prepared List answers, one per cached kind. Implementations publish a new immutable
-/// answer on every change; `list` hands out the latest one without copying it.
+/// The latest state of every cached kind.
 pub trait ClusterCache: Send + Sync {
-    /// The latest List JSON of `kind` (`apiVersion`, `kind: ...List`,
-    /// `metadata.resourceVersion`, `items`).
-    fn list(&self, kind: &ResourceKind) -> Result<ListJson, CacheError>;
+    /// The current snapshot of `kind`. It never changes: a change in the cluster
+    /// publishes a new one.
+    fn snapshot(&self, kind: &ResourceKind) -> Result<Arc<dyn KindSnapshot>, CacheError>;
+}
+
+/// One kind at one moment: its objects, serialized, indexed by namespace and name.
+/// Answers cost in proportion to what they hold, not to the number of objects.
+pub trait KindSnapshot: Send + Sync {
+    /// The kind, spelled as the API server spells it.
+    fn kind(&self) -> &ResourceKind;
+
+    fn scope(&self) -> Scope;
+
+    /// The List JSON (`apiVersion`, `kind: ...List`, `metadata.resourceVersion`, `items`)
+    /// of the objects in `namespace` (all namespaces if `None`) that both selectors
+    /// select, ordered by namespace and name as the API server lists them.
+    fn list(
+        &self,
+        namespace: Option<&str>,
+        labels: &LabelSelector,
+        fields: &FieldSelector,
+    ) -> Answer;
+
+    /// One object's JSON; `namespace` is empty for a cluster-scoped kind.
+    fn get(&self, namespace: &str, name: &str) -> Option<Answer>;
 }
 
 /// A cache that holds nothing: for servers whose policies read no cluster state.
@@ -76,7 +63,7 @@ pub trait ClusterCache: Send + Sync {
 pub struct NoCluster;
 
 impl ClusterCache for NoCluster {
-    fn list(&self, kind: &ResourceKind) -> Result<ListJson, CacheError> {
+    fn snapshot(&self, kind: &ResourceKind) -> Result<Arc<dyn KindSnapshot>, CacheError> {
         Err(CacheError::NotCached(kind.clone()))
     }
 }

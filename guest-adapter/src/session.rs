@@ -3,11 +3,12 @@
 use std::sync::Arc;
 
 use crate::access::AccessRules;
-use crate::cluster::{CacheError, ClusterCache, ListJson};
-use crate::query::{ClusterQuery, ResourceKind};
+use crate::answer::Answer;
+use crate::cluster::{CacheError, ClusterCache, KindSnapshot, Scope};
+use crate::query::{ClusterQuery, GetQuery, InvalidArgument, ListQuery, ResourceKind};
+use crate::review::{AccessReview, AccessReviewer};
 
-/// Why a guest's request was not answered. The message is what the guest receives, so it
-/// names the policy and what was asked.
+/// Why a guest's request was not answered. The message is what the guest receives.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum HostCallError {
     #[error("policy '{policy}': unknown host call {binding}/{namespace}/{operation}")]
@@ -23,6 +24,12 @@ pub enum HostCallError {
         call: String,
         reason: String,
     },
+    #[error("policy '{policy}': {source}")]
+    InvalidArgument {
+        policy: Arc<str>,
+        #[source]
+        source: InvalidArgument,
+    },
     #[error(
         "policy '{policy}' is not allowed to read {kind}: grant it in the policy's contextAwareResources"
     )]
@@ -30,20 +37,38 @@ pub enum HostCallError {
         policy: Arc<str>,
         kind: ResourceKind,
     },
+    #[error(
+        "policy '{policy}' is not allowed to ask can_i: grant it authorization.k8s.io/v1 \
+         SubjectAccessReview in the policy's contextAwareResources"
+    )]
+    AccessReviewsNotAllowed { policy: Arc<str> },
+    /// Kubewarden's own words, so guest code that looks for them keeps working.
+    #[error("resource {kind} is cluster wide. Cannot search for it inside of a namespace")]
+    ClusterWide { kind: ResourceKind },
+    /// Kubewarden's own words, so guest code that tells "not found" apart keeps working.
+    #[error("Cannot find {kind} named '{name}' inside of namespace '{namespace:?}'")]
+    NotFound {
+        kind: ResourceKind,
+        namespace: Option<String>,
+        name: String,
+    },
     #[error("policy '{policy}': {source}")]
     Cache {
         policy: Arc<str>,
         #[source]
         source: CacheError,
     },
+    #[error("policy '{policy}': can_i failed: {reason}")]
+    AccessReview { policy: Arc<str>, reason: String },
 }
 
-/// What the host knows about one policy: its id, the kinds it may read, and the cache.
-/// Built once per policy at start-up.
+/// What the host knows about one policy: its id, what it may ask, and where answers come
+/// from. Built once per policy at start-up.
 pub struct PolicyContext {
     policy_id: Arc<str>,
     access: AccessRules,
     cache: Arc<dyn ClusterCache>,
+    reviewer: Option<Arc<dyn AccessReviewer>>,
 }
 
 impl PolicyContext {
@@ -56,7 +81,14 @@ impl PolicyContext {
             policy_id: policy_id.into(),
             access,
             cache,
+            reviewer: None,
         }
+    }
+
+    /// Where `can_i` is asked; without one (no cluster), `can_i` is a host error.
+    pub fn with_reviewer(mut self, reviewer: Arc<dyn AccessReviewer>) -> Self {
+        self.reviewer = Some(reviewer);
+        self
     }
 
     pub fn policy_id(&self) -> &Arc<str> {
@@ -64,11 +96,11 @@ impl PolicyContext {
     }
 }
 
-/// One evaluation's session with the host. The first answer for a kind is pinned, so an
-/// evaluation that asks twice sees the same snapshot even if the cache moved on.
+/// One evaluation's session with the host. The first snapshot of a kind is pinned, so an
+/// evaluation that asks twice sees the same state even if the cache moved on.
 pub struct GuestSession {
     context: Arc<PolicyContext>,
-    pinned: Vec<(ResourceKind, ListJson)>,
+    pinned: Vec<Arc<dyn KindSnapshot>>,
 }
 
 impl GuestSession {
@@ -83,39 +115,107 @@ impl GuestSession {
         &self.context.policy_id
     }
 
-    /// Forgets pinned answers: the next evaluation in this session sees the latest cache.
+    /// Forgets pinned snapshots: the next evaluation in this session sees the latest cache.
     pub fn reset(&mut self) {
         self.pinned.clear();
     }
 
-    /// Answers a cluster query: access check, then the (pinned) cached answer.
-    pub fn query(&mut self, query: &ClusterQuery) -> Result<ListJson, HostCallError> {
-        let kind = query.kind();
-        if !self.context.access.allows(kind) {
-            return Err(HostCallError::NotAllowed {
-                policy: self.context.policy_id.clone(),
-                kind: kind.clone(),
-            });
-        }
-        match query {
-            ClusterQuery::ListAll(kind) => self.list(kind),
+    pub(crate) fn invalid(&self, source: InvalidArgument) -> HostCallError {
+        HostCallError::InvalidArgument {
+            policy: self.policy_id().clone(),
+            source,
         }
     }
 
-    fn list(&mut self, kind: &ResourceKind) -> Result<ListJson, HostCallError> {
-        if let Some((_, answer)) = self.pinned.iter().find(|(k, _)| k == kind) {
-            return Ok(answer.clone());
+    /// Answers a cluster query: access check, then the (pinned) snapshot's indexes.
+    pub fn query(&mut self, query: &ClusterQuery) -> Result<Answer, HostCallError> {
+        let snapshot = self.snapshot(query.kind())?;
+        match query {
+            ClusterQuery::List(list) => Self::list(snapshot.as_ref(), list),
+            ClusterQuery::Get(get) => Self::get(snapshot.as_ref(), get),
         }
-        let answer = self
-            .context
+    }
+
+    fn list(snapshot: &dyn KindSnapshot, query: &ListQuery) -> Result<Answer, HostCallError> {
+        if query.namespace.is_some() && snapshot.scope() == Scope::Cluster {
+            return Err(HostCallError::ClusterWide {
+                kind: snapshot.kind().clone(),
+            });
+        }
+        // `metadata.namespace=x` narrows the scan to one namespace as well.
+        let scan = query
+            .namespace
+            .as_deref()
+            .or_else(|| query.fields.namespace());
+        let answer = snapshot.list(scan, &query.labels, &query.fields);
+        Ok(match &query.mask {
+            Some(mask) => mask.apply_to_list(&answer),
+            None => answer,
+        })
+    }
+
+    fn get(snapshot: &dyn KindSnapshot, query: &GetQuery) -> Result<Answer, HostCallError> {
+        // A namespace for a cluster-scoped kind, or none for a namespaced one, names no
+        // object: the API server answers 404 for either, and so does this.
+        let namespace = match (snapshot.scope(), query.namespace.as_deref()) {
+            (Scope::Cluster, None) => Some(""),
+            (Scope::Namespaced, Some(namespace)) => Some(namespace),
+            _ => None,
+        };
+        let answer = namespace
+            .and_then(|namespace| snapshot.get(namespace, &query.name))
+            .ok_or_else(|| HostCallError::NotFound {
+                kind: query.kind.clone(),
+                namespace: query.namespace.clone(),
+                name: query.name.clone(),
+            })?;
+        Ok(match &query.mask {
+            Some(mask) => mask.apply_to_object(&answer),
+            None => answer,
+        })
+    }
+
+    fn snapshot(&mut self, kind: &ResourceKind) -> Result<Arc<dyn KindSnapshot>, HostCallError> {
+        let context = &self.context;
+        if !context.access.allows(kind) {
+            return Err(HostCallError::NotAllowed {
+                policy: context.policy_id.clone(),
+                kind: kind.clone(),
+            });
+        }
+        if let Some(pinned) = self.pinned.iter().find(|s| s.kind().matches(kind)) {
+            return Ok(pinned.clone());
+        }
+        let snapshot = context
             .cache
-            .list(kind)
+            .snapshot(kind)
             .map_err(|source| HostCallError::Cache {
-                policy: self.context.policy_id.clone(),
+                policy: context.policy_id.clone(),
                 source,
             })?;
-        self.pinned.push((kind.clone(), answer.clone()));
-        Ok(answer)
+        self.pinned.push(snapshot.clone());
+        Ok(snapshot)
+    }
+
+    /// Asks the API server whether a user may do something (`can_i`).
+    pub fn can_i(&mut self, review: &AccessReview, fresh: bool) -> Result<Answer, HostCallError> {
+        let context = &self.context;
+        if !context.access.allows_access_reviews() {
+            return Err(HostCallError::AccessReviewsNotAllowed {
+                policy: context.policy_id.clone(),
+            });
+        }
+        let failed = |reason: String| HostCallError::AccessReview {
+            policy: context.policy_id.clone(),
+            reason,
+        };
+        let reviewer = context.reviewer.as_ref().ok_or_else(|| {
+            failed("this server has no Kubernetes API to ask (it serves a cluster snapshot)".into())
+        })?;
+        reviewer
+            .review(review, fresh)
+            .map(Answer::whole)
+            .map_err(failed)
     }
 }
 
@@ -123,19 +223,113 @@ impl GuestSession {
 pub(crate) mod tests {
     use std::sync::Mutex;
 
-    use super::*;
+    use bytes::Bytes;
 
-    /// A cache whose answer for every kind can be replaced between calls.
+    use super::*;
+    use crate::selector::{FieldSelector, LabelSelector};
+
+    /// A snapshot that holds objects as (namespace, name, labels, json), in order.
+    pub(crate) struct FakeSnapshot {
+        pub kind: ResourceKind,
+        pub scope: Scope,
+        pub objects: Vec<(
+            &'static str,
+            &'static str,
+            Vec<(&'static str, &'static str)>,
+        )>,
+    }
+
+    impl FakeSnapshot {
+        fn json(&self, namespace: &str, name: &str) -> String {
+            format!(r#"{{"metadata":{{"name":"{name}","namespace":"{namespace}"}}}}"#)
+        }
+    }
+
+    impl KindSnapshot for FakeSnapshot {
+        fn kind(&self) -> &ResourceKind {
+            &self.kind
+        }
+
+        fn scope(&self) -> Scope {
+            self.scope
+        }
+
+        fn list(
+            &self,
+            namespace: Option<&str>,
+            labels: &LabelSelector,
+            fields: &FieldSelector,
+        ) -> Answer {
+            let items: Vec<String> = self
+                .objects
+                .iter()
+                .filter(|(ns, name, object_labels)| {
+                    namespace.is_none_or(|wanted| wanted == *ns)
+                        && labels.matches(|key| {
+                            object_labels
+                                .iter()
+                                .find(|(k, _)| *k == key)
+                                .map(|(_, v)| *v)
+                        })
+                        && fields.matches(crate::selector::ObjectFields {
+                            namespace: ns,
+                            name,
+                        })
+                })
+                .map(|(ns, name, _)| self.json(ns, name))
+                .collect();
+            Answer::from(format!(r#"{{"items":[{}]}}"#, items.join(",")))
+        }
+
+        fn get(&self, namespace: &str, name: &str) -> Option<Answer> {
+            self.objects
+                .iter()
+                .any(|(ns, n, _)| *ns == namespace && *n == name)
+                .then(|| Answer::from(self.json(namespace, name)))
+        }
+    }
+
+    /// A cache whose snapshots can be replaced between calls.
     #[derive(Default)]
-    pub(crate) struct FakeCache(pub Mutex<Option<ListJson>>);
+    pub(crate) struct FakeCache(pub Mutex<Vec<Arc<FakeSnapshot>>>);
+
+    impl FakeCache {
+        pub(crate) fn with(snapshots: Vec<FakeSnapshot>) -> Arc<Self> {
+            Arc::new(Self(Mutex::new(
+                snapshots.into_iter().map(Arc::new).collect(),
+            )))
+        }
+    }
 
     impl ClusterCache for FakeCache {
-        fn list(&self, kind: &ResourceKind) -> Result<ListJson, CacheError> {
+        fn snapshot(&self, kind: &ResourceKind) -> Result<Arc<dyn KindSnapshot>, CacheError> {
             self.0
                 .lock()
                 .unwrap()
-                .clone()
+                .iter()
+                .find(|s| s.kind.matches(kind))
+                .map(|s| s.clone() as Arc<dyn KindSnapshot>)
                 .ok_or_else(|| CacheError::Unavailable(kind.clone()))
+        }
+    }
+
+    pub(crate) fn namespaces(names: &[&'static str]) -> FakeSnapshot {
+        FakeSnapshot {
+            kind: ResourceKind::namespaces(),
+            scope: Scope::Cluster,
+            objects: names.iter().map(|n| ("", *n, vec![])).collect(),
+        }
+    }
+
+    pub(crate) fn services() -> FakeSnapshot {
+        FakeSnapshot {
+            kind: ResourceKind::services(),
+            scope: Scope::Namespaced,
+            objects: vec![
+                ("shop", "db", vec![("tier", "backend")]),
+                ("shop", "web", vec![("tier", "frontend")]),
+                ("team-a", "api", vec![("tier", "backend")]),
+            ],
         }
     }
 
@@ -144,41 +338,185 @@ pub(crate) mod tests {
         GuestSession::new(Arc::new(context))
     }
 
+    fn list(kind: ResourceKind) -> ClusterQuery {
+        ClusterQuery::List(ListQuery::all(kind))
+    }
+
+    fn get(kind: ResourceKind, namespace: Option<&str>, name: &str) -> ClusterQuery {
+        ClusterQuery::Get(GetQuery {
+            kind,
+            namespace: namespace.map(str::to_owned),
+            name: name.to_owned(),
+            mask: None,
+        })
+    }
+
     #[test]
     fn one_evaluation_sees_one_snapshot_per_kind() {
-        let cache = Arc::new(FakeCache(Mutex::new(Some(ListJson::new("first")))));
+        let cache = FakeCache::with(vec![namespaces(&["first"])]);
         let mut session = session(&[ResourceKind::namespaces()], cache.clone());
-        let query = ClusterQuery::ListAll(ResourceKind::namespaces());
-        assert_eq!(session.query(&query).unwrap().as_str(), "first");
-        *cache.0.lock().unwrap() = Some(ListJson::new("second"));
-        assert_eq!(session.query(&query).unwrap().as_str(), "first");
+        let query = list(ResourceKind::namespaces());
+        assert!(session.query(&query).unwrap().to_text().contains("first"));
+        *cache.0.lock().unwrap() = vec![Arc::new(namespaces(&["second"]))];
+        assert!(session.query(&query).unwrap().to_text().contains("first"));
         let mut next = GuestSession::new(session.context.clone());
-        assert_eq!(next.query(&query).unwrap().as_str(), "second");
+        assert!(next.query(&query).unwrap().to_text().contains("second"));
     }
 
     #[test]
     fn ungranted_kinds_are_denied_with_policy_and_kind() {
-        let cache = Arc::new(FakeCache(Mutex::new(Some(ListJson::new("")))));
+        let cache = FakeCache::with(vec![namespaces(&[]), services()]);
         let mut session = session(&[ResourceKind::namespaces()], cache);
-        let err = session
-            .query(&ClusterQuery::ListAll(ResourceKind::services()))
-            .unwrap_err();
+        let err = session.query(&list(ResourceKind::services())).unwrap_err();
         assert_eq!(
             err.to_string(),
             "policy 'p1' is not allowed to read v1/Service: grant it in the policy's contextAwareResources"
         );
+        let err = session
+            .query(&get(ResourceKind::services(), Some("shop"), "web"))
+            .unwrap_err();
+        assert!(matches!(err, HostCallError::NotAllowed { .. }), "{err}");
     }
 
     #[test]
     fn cache_errors_name_the_policy() {
-        let cache = Arc::new(FakeCache::default());
-        let mut session = session(&[ResourceKind::namespaces()], cache);
+        let mut session = session(&[ResourceKind::namespaces()], Arc::default());
         let err = session
-            .query(&ClusterQuery::ListAll(ResourceKind::namespaces()))
+            .query(&list(ResourceKind::namespaces()))
             .unwrap_err();
         assert_eq!(
             err.to_string(),
             "policy 'p1': v1/Namespace is not available yet: the cache has not finished its first list"
         );
+    }
+
+    #[test]
+    fn gets_find_objects_by_scope_and_say_not_found_as_kubewarden_does() {
+        let cache = FakeCache::with(vec![namespaces(&["shop"]), services()]);
+        let granted = [ResourceKind::namespaces(), ResourceKind::services()];
+        let mut session = session(&granted, cache);
+        let found = |session: &mut GuestSession, query| session.query(&query).map(|a| a.to_text());
+        assert!(found(&mut session, get(ResourceKind::namespaces(), None, "shop")).is_ok());
+        assert!(
+            found(
+                &mut session,
+                get(ResourceKind::services(), Some("shop"), "web")
+            )
+            .is_ok()
+        );
+        let cases = [
+            (
+                get(ResourceKind::services(), Some("shop"), "gone"),
+                "Cannot find v1/Service named 'gone' inside of namespace 'Some(\"shop\")'",
+            ),
+            // The wrong scope names no object, as on the API server.
+            (
+                get(ResourceKind::services(), None, "web"),
+                "Cannot find v1/Service named 'web' inside of namespace 'None'",
+            ),
+            (
+                get(ResourceKind::namespaces(), Some("shop"), "shop"),
+                "Cannot find v1/Namespace named 'shop' inside of namespace 'Some(\"shop\")'",
+            ),
+        ];
+        for (query, message) in cases {
+            let err = session.query(&query).unwrap_err();
+            assert!(matches!(err, HostCallError::NotFound { .. }));
+            assert_eq!(err.to_string(), message);
+        }
+    }
+
+    #[test]
+    fn lists_by_namespace_and_selectors() {
+        let cache = FakeCache::with(vec![namespaces(&["shop"]), services()]);
+        let granted = [ResourceKind::namespaces(), ResourceKind::services()];
+        let mut session = session(&granted, cache);
+        let names = |session: &mut GuestSession, namespace: Option<&str>, labels, fields| {
+            let query = ListQuery::parse(
+                ResourceKind::services(),
+                namespace.map(str::to_owned),
+                labels,
+                fields,
+            )
+            .unwrap();
+            let answer = session.query(&ClusterQuery::List(query)).unwrap().to_text();
+            let list: serde_json::Value = serde_json::from_str(&answer).unwrap();
+            list["items"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|i| i["metadata"]["name"].as_str().unwrap().to_owned())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(names(&mut session, Some("shop"), None, None), ["db", "web"]);
+        assert_eq!(
+            names(&mut session, None, Some("tier=backend"), None),
+            ["db", "api"]
+        );
+        assert_eq!(
+            names(&mut session, None, None, Some("metadata.namespace=team-a")),
+            ["api"]
+        );
+        assert_eq!(
+            names(
+                &mut session,
+                Some("shop"),
+                None,
+                Some("metadata.namespace=team-a")
+            ),
+            Vec::<String>::new()
+        );
+        let by_namespace = ListQuery {
+            namespace: Some("shop".into()),
+            ..ListQuery::all(ResourceKind::namespaces())
+        };
+        let err = session
+            .query(&ClusterQuery::List(by_namespace))
+            .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "resource v1/Namespace is cluster wide. Cannot search for it inside of a namespace"
+        );
+    }
+
+    struct Reviewer;
+
+    impl AccessReviewer for Reviewer {
+        fn review(&self, review: &AccessReview, _fresh: bool) -> Result<Bytes, String> {
+            Ok(Bytes::from(format!(
+                r#"{{"allowed":{}}}"#,
+                review.user == "admin"
+            )))
+        }
+    }
+
+    #[test]
+    fn can_i_needs_its_grant_and_a_cluster() {
+        let review = AccessReview {
+            user: "admin".into(),
+            groups: None,
+            resource_attributes: Default::default(),
+        };
+        let granted = AccessRules::new([ResourceKind::subject_access_reviews()]);
+        let without_cluster = PolicyContext::new("p1", granted.clone(), Arc::new(crate::NoCluster));
+        let err = GuestSession::new(Arc::new(without_cluster))
+            .can_i(&review, false)
+            .unwrap_err();
+        assert!(err.to_string().contains("no Kubernetes API"), "{err}");
+
+        let ungranted =
+            PolicyContext::new("p1", AccessRules::default(), Arc::new(crate::NoCluster))
+                .with_reviewer(Arc::new(Reviewer));
+        let err = GuestSession::new(Arc::new(ungranted))
+            .can_i(&review, false)
+            .unwrap_err();
+        assert!(matches!(err, HostCallError::AccessReviewsNotAllowed { .. }));
+
+        let granted = PolicyContext::new("p1", granted, Arc::new(crate::NoCluster))
+            .with_reviewer(Arc::new(Reviewer));
+        let answer = GuestSession::new(Arc::new(granted))
+            .can_i(&review, false)
+            .unwrap();
+        assert_eq!(answer.to_text(), r#"{"allowed":true}"#);
     }
 }

@@ -1,13 +1,18 @@
 //! The waPC host-call router: `(binding, namespace, operation, payload)` -> a request
-//! the session answers.
+//! the session answers. Two generations of Kubernetes calls are understood: the seed's
+//! `kubernetes/{namespaces,services,ingresses}/list` (kubewarden-policy-sdk up to 0.8) and
+//! Kubewarden's host capabilities `kubewarden/kubernetes/*` (SDK 0.9 and later, the Go and
+//! JS SDKs), with the JSON payloads Kubewarden's host reads.
 //!
-//! Every answer is a [`Bytes`], so a prepared answer (a cached list) reaches the runtime
-//! without a copy; the runtime copies it once, into guest memory.
+//! Every answer is an [`Answer`], so a prepared answer reaches the runtime without a
+//! copy; the runtime copies it once, into guest memory.
 
-use bytes::Bytes;
 use serde::Deserialize;
 
-use crate::query::{ClusterQuery, ResourceKind};
+use crate::answer::Answer;
+use crate::mask::FieldMask;
+use crate::query::{self, ClusterQuery, GetQuery, ListQuery, ResourceKind, given};
+use crate::review::AccessReview;
 use crate::session::{GuestSession, HostCallError};
 
 /// A waPC host call, understood.
@@ -15,6 +20,8 @@ use crate::session::{GuestSession, HostCallError};
 pub enum WapcRequest {
     /// A question to the cluster cache.
     Cluster(ClusterQuery),
+    /// `kubewarden/kubernetes/can_i`: a SubjectAccessReview.
+    CanI { review: AccessReview, fresh: bool },
     /// `kubewarden/tracing/log`: a structured log line from the SDK.
     Log(LogEvent),
 }
@@ -33,7 +40,94 @@ pub struct LogEvent {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RouteError {
     Unknown,
+    /// Not JSON, or not the JSON the call takes (serde names the field).
     MalformedPayload(String),
+    /// Well-formed, but an argument is unusable (an empty kind, a bad selector).
+    InvalidArgument(query::InvalidArgument),
+}
+
+/// `list_resources_by_namespace` and `list_resources_all`. Unknown fields are ignored,
+/// as Kubewarden's host ignores them.
+#[derive(Debug, Deserialize)]
+struct ListRequest {
+    api_version: String,
+    kind: String,
+    #[serde(default)]
+    namespace: Option<String>,
+    #[serde(default)]
+    label_selector: Option<String>,
+    #[serde(default)]
+    field_selector: Option<String>,
+    #[serde(default)]
+    field_masks: Option<Vec<String>>,
+}
+
+/// `get_resource`. `disable_cache` asks Kubewarden's host to skip its 5 s answer cache;
+/// here every answer comes from the watch-fed cache, which is fresher than that, so it
+/// changes nothing.
+#[derive(Debug, Deserialize)]
+struct GetRequest {
+    api_version: String,
+    kind: String,
+    name: String,
+    #[serde(default)]
+    namespace: Option<String>,
+    #[serde(default)]
+    #[allow(dead_code)]
+    disable_cache: bool,
+    #[serde(default)]
+    field_masks: Option<Vec<String>>,
+}
+
+/// `can_i`.
+#[derive(Debug, Deserialize)]
+struct CanIRequest {
+    subject_access_review: AccessReview,
+    #[serde(default)]
+    disable_cache: bool,
+}
+
+fn payload<'a, T: Deserialize<'a>>(payload: &'a [u8]) -> Result<T, RouteError> {
+    serde_json::from_slice(payload).map_err(|e| RouteError::MalformedPayload(e.to_string()))
+}
+
+fn list_request(bytes: &[u8], by_namespace: bool) -> Result<WapcRequest, RouteError> {
+    let request: ListRequest = payload(bytes)?;
+    let namespace = given(request.namespace);
+    if by_namespace && namespace.is_none() {
+        return Err(RouteError::MalformedPayload(
+            "missing field `namespace`".into(),
+        ));
+    }
+    let kind =
+        query::kind(request.api_version, request.kind).map_err(RouteError::InvalidArgument)?;
+    let mut query = ListQuery::parse(
+        kind,
+        if by_namespace { namespace } else { None },
+        request.label_selector.as_deref(),
+        request.field_selector.as_deref(),
+    )
+    .map_err(RouteError::InvalidArgument)?;
+    query.mask = request.field_masks.and_then(FieldMask::new);
+    Ok(WapcRequest::Cluster(ClusterQuery::List(query)))
+}
+
+fn get_request(bytes: &[u8]) -> Result<WapcRequest, RouteError> {
+    let request: GetRequest = payload(bytes)?;
+    let kind =
+        query::kind(request.api_version, request.kind).map_err(RouteError::InvalidArgument)?;
+    if request.name.is_empty() {
+        return Err(RouteError::InvalidArgument(query::InvalidArgument {
+            field: "name",
+            reason: "must not be empty".into(),
+        }));
+    }
+    Ok(WapcRequest::Cluster(ClusterQuery::Get(GetQuery {
+        kind,
+        namespace: given(request.namespace),
+        name: request.name,
+        mask: request.field_masks.and_then(FieldMask::new),
+    })))
 }
 
 /// Turns the four waPC host-call strings into a request.
@@ -41,17 +135,34 @@ pub fn route(
     binding: &str,
     namespace: &str,
     operation: &str,
-    payload: &[u8],
+    payload_bytes: &[u8],
 ) -> Result<WapcRequest, RouteError> {
-    let list = |kind| Ok(WapcRequest::Cluster(ClusterQuery::ListAll(kind)));
+    let seed_list = |kind| {
+        Ok(WapcRequest::Cluster(ClusterQuery::List(ListQuery::all(
+            kind,
+        ))))
+    };
     match (binding, namespace, operation) {
         // The context-aware calls of the original design; the payload is unused.
-        ("kubernetes", "namespaces", "list") => list(ResourceKind::namespaces()),
-        ("kubernetes", "services", "list") => list(ResourceKind::services()),
-        ("kubernetes", "ingresses", "list") => list(ResourceKind::ingresses()),
-        ("kubewarden", "tracing", "log") => serde_json::from_slice(payload)
-            .map(WapcRequest::Log)
-            .map_err(|e| RouteError::MalformedPayload(e.to_string())),
+        ("kubernetes", "namespaces", "list") => seed_list(ResourceKind::namespaces()),
+        ("kubernetes", "services", "list") => seed_list(ResourceKind::services()),
+        ("kubernetes", "ingresses", "list") => seed_list(ResourceKind::ingresses()),
+        ("kubewarden", "kubernetes", "list_resources_by_namespace") => {
+            list_request(payload_bytes, true)
+        }
+        // `list_all_resources`: the name older Go SDKs call it by.
+        ("kubewarden", "kubernetes", "list_resources_all" | "list_all_resources") => {
+            list_request(payload_bytes, false)
+        }
+        ("kubewarden", "kubernetes", "get_resource") => get_request(payload_bytes),
+        ("kubewarden", "kubernetes", "can_i") => {
+            let request: CanIRequest = payload(payload_bytes)?;
+            Ok(WapcRequest::CanI {
+                review: request.subject_access_review,
+                fresh: request.disable_cache,
+            })
+        }
+        ("kubewarden", "tracing", "log") => payload(payload_bytes).map(WapcRequest::Log),
         _ => Err(RouteError::Unknown),
     }
 }
@@ -64,7 +175,7 @@ impl GuestSession {
         namespace: &str,
         operation: &str,
         payload: &[u8],
-    ) -> Result<Bytes, HostCallError> {
+    ) -> Result<Answer, HostCallError> {
         let request = route(binding, namespace, operation, payload).map_err(|e| match e {
             RouteError::Unknown => HostCallError::Unknown {
                 policy: self.policy_id().clone(),
@@ -77,12 +188,14 @@ impl GuestSession {
                 call: format!("{binding}/{namespace}/{operation}"),
                 reason,
             },
+            RouteError::InvalidArgument(source) => self.invalid(source),
         })?;
         match request {
-            WapcRequest::Cluster(query) => self.query(&query).map(Bytes::from),
+            WapcRequest::Cluster(query) => self.query(&query),
+            WapcRequest::CanI { review, fresh } => self.can_i(&review, fresh),
             WapcRequest::Log(event) => {
                 log(self.policy_id(), event);
-                Ok(Bytes::new())
+                Ok(Answer::default())
             }
         }
     }
@@ -113,19 +226,33 @@ fn log(policy: &str, event: LogEvent) {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::{Arc, Mutex};
+    use std::sync::Arc;
 
     use super::*;
-    use crate::cluster::ListJson;
-    use crate::session::tests::{FakeCache, session};
+    use crate::session::tests::{FakeCache, namespaces, services, session};
+
+    fn call(session: &mut GuestSession, operation: &str, payload: &str) -> Result<String, String> {
+        session
+            .wapc_host_call("kubewarden", "kubernetes", operation, payload.as_bytes())
+            .map(|answer| answer.to_text())
+            .map_err(|e| e.to_string())
+    }
+
+    fn granted_session() -> GuestSession {
+        let cache = FakeCache::with(vec![namespaces(&["shop"]), services()]);
+        session(
+            &[ResourceKind::namespaces(), ResourceKind::services()],
+            cache,
+        )
+    }
 
     #[test]
     fn seed_calls_route_to_cluster_lists() {
         assert_eq!(
             route("kubernetes", "ingresses", "list", b""),
-            Ok(WapcRequest::Cluster(ClusterQuery::ListAll(
+            Ok(WapcRequest::Cluster(ClusterQuery::List(ListQuery::all(
                 ResourceKind::ingresses()
-            )))
+            ))))
         );
         assert_eq!(
             route("kubernetes", "pods", "list", b""),
@@ -134,15 +261,157 @@ mod tests {
     }
 
     #[test]
-    fn granted_lists_are_answered_from_the_cache() {
-        let cache = Arc::new(FakeCache(Mutex::new(Some(ListJson::new(
-            r#"{"items":[]}"#,
-        )))));
-        let mut session = session(&[ResourceKind::new("v1", "namespace")], cache);
-        let answer = session
-            .wapc_host_call("kubernetes", "namespaces", "list", b"")
-            .unwrap();
-        assert_eq!(answer, "{\"items\":[]}");
+    fn kubewarden_payloads_become_queries() {
+        // What kubewarden-policy-sdk 0.17 sends, `field_masks: null` included.
+        let by_namespace = route(
+            "kubewarden",
+            "kubernetes",
+            "list_resources_by_namespace",
+            br#"{"api_version":"v1","kind":"Service","namespace":"shop","label_selector":"app=web","field_selector":null,"field_masks":null}"#,
+        )
+        .unwrap();
+        let WapcRequest::Cluster(ClusterQuery::List(query)) = by_namespace else {
+            panic!("{by_namespace:?}");
+        };
+        assert_eq!(query.namespace.as_deref(), Some("shop"));
+        assert!(!query.labels.is_empty());
+
+        let get = route(
+            "kubewarden",
+            "kubernetes",
+            "get_resource",
+            br#"{"api_version":"v1","kind":"Namespace","name":"shop","namespace":null,"disable_cache":true,"field_masks":["metadata.labels"]}"#,
+        )
+        .unwrap();
+        let WapcRequest::Cluster(ClusterQuery::Get(query)) = get else {
+            panic!("{get:?}");
+        };
+        assert_eq!((query.namespace, query.name.as_str()), (None, "shop"));
+        assert!(query.mask.is_some());
+    }
+
+    #[test]
+    fn granted_calls_are_answered() {
+        let mut session = granted_session();
+        let namespace = call(
+            &mut session,
+            "get_resource",
+            r#"{"api_version":"v1","kind":"Namespace","name":"shop","disable_cache":false}"#,
+        )
+        .unwrap();
+        assert!(namespace.contains(r#""name":"shop""#), "{namespace}");
+        let services = call(
+            &mut session,
+            "list_resources_all",
+            r#"{"api_version":"v1","kind":"Service","label_selector":"tier=backend"}"#,
+        )
+        .unwrap();
+        assert!(
+            services.contains("\"db\"") && services.contains("\"api\""),
+            "{services}"
+        );
+        assert!(!services.contains("\"web\""), "{services}");
+        let old_go_name = call(
+            &mut session,
+            "list_all_resources",
+            r#"{"api_version":"v1","kind":"Namespace"}"#,
+        );
+        assert!(old_go_name.unwrap().contains("shop"));
+    }
+
+    /// Every malformed payload is refused by name, before anything is looked up.
+    #[test]
+    fn malformed_payloads_name_what_is_wrong() {
+        let mut session = granted_session();
+        let cases = [
+            (
+                "get_resource",
+                "not json",
+                "malformed payload for kubewarden/kubernetes/get_resource: expected ident",
+            ),
+            (
+                "get_resource",
+                r#"{"api_version":"v1","name":"x"}"#,
+                "missing field `kind`",
+            ),
+            (
+                "list_resources_all",
+                r#"{"kind":"Service"}"#,
+                "missing field `api_version`",
+            ),
+            (
+                "list_resources_by_namespace",
+                r#"{"api_version":"v1","kind":"Service"}"#,
+                "missing field `namespace`",
+            ),
+            (
+                "list_resources_all",
+                r#"{"api_version":"v1","kind":""}"#,
+                "policy 'p1': kind: must not be empty",
+            ),
+            (
+                "list_resources_all",
+                r#"{"api_version":"v1","kind":"Service","label_selector":"app in web"}"#,
+                "policy 'p1': label_selector: found 'web', expected: '('",
+            ),
+            (
+                "list_resources_all",
+                r#"{"api_version":"v1","kind":"Service","field_selector":"spec.type=A"}"#,
+                "policy 'p1': field_selector: field label not supported: spec.type",
+            ),
+            (
+                "get_resource",
+                r#"{"api_version":"v1","kind":"Namespace","name":""}"#,
+                "name: must not be empty",
+            ),
+            (
+                "can_i",
+                r#"{"disable_cache":false}"#,
+                "missing field `subject_access_review`",
+            ),
+            (
+                "delete_resource",
+                "{}",
+                "unknown host call kubewarden/kubernetes/delete_resource",
+            ),
+        ];
+        for (operation, payload, message) in cases {
+            let err = call(&mut session, operation, payload).unwrap_err();
+            assert!(err.contains(message), "{operation} {payload}: {err}");
+        }
+    }
+
+    #[test]
+    fn every_call_is_checked_against_the_grants() {
+        let cache = FakeCache::with(vec![namespaces(&["shop"]), services()]);
+        let mut session = session(&[ResourceKind::namespaces()], cache);
+        for (operation, payload) in [
+            (
+                "list_resources_all",
+                r#"{"api_version":"v1","kind":"Service"}"#,
+            ),
+            (
+                "list_resources_by_namespace",
+                r#"{"api_version":"v1","kind":"Service","namespace":"shop"}"#,
+            ),
+            (
+                "get_resource",
+                r#"{"api_version":"v1","kind":"Service","namespace":"shop","name":"web"}"#,
+            ),
+        ] {
+            let err = call(&mut session, operation, payload).unwrap_err();
+            assert!(
+                err.contains("not allowed to read v1/Service"),
+                "{operation}: {err}"
+            );
+        }
+        let err = session
+            .wapc_host_call("kubernetes", "services", "list", b"")
+            .unwrap_err();
+        assert!(matches!(err, HostCallError::NotAllowed { .. }));
+        let review = r#"{"subject_access_review":{"user":"u","groups":null,"resource_attributes":{"verb":"get","resource":"pods"}},"disable_cache":false}"#;
+        let err = call(&mut session, "can_i", review).unwrap_err();
+        assert!(err.contains("not allowed to ask can_i"), "{err}");
     }
 
     #[test]
