@@ -14,7 +14,7 @@ use tokio_rustls::TlsAcceptor;
 
 use guest_adapter::{ClusterCache, NoCluster, ResourceKind};
 
-use crate::cache::{CacheSource, ClusterState};
+use crate::cache::{CacheSource, Cluster};
 use crate::config::PoliciesFile;
 use crate::policy::{DEFAULT_QUEUED_PER_WORKER, Evaluator, LoadOptions, load_policies};
 use crate::runtime::{Runtime, RuntimeConfig};
@@ -167,14 +167,16 @@ async fn run(args: ServeArgs) -> anyhow::Result<()> {
         default_timeout: Duration::from_secs(args.policy_timeout),
         continue_on_errors: args.continue_on_errors,
     };
-    let cache = start_cluster_cache(&file, &args).await?;
+    let cluster = start_cluster_cache(&file, &args).await?;
+    let cache = cluster.as_ref().map(|cluster| cluster.state.clone());
     let policies = tokio::task::spawn_blocking({
         let runtime = runtime.clone();
+        let reviewer = cluster.and_then(|cluster| cluster.reviewer);
         let cache: Arc<dyn ClusterCache> = match &cache {
             Some(state) => state.clone(),
             None => Arc::new(NoCluster),
         };
-        move || load_policies(&file, &runtime, cache, &options)
+        move || load_policies(&file, &runtime, cache, reviewer, &options)
     })
     .await
     .context("policy loading panicked")??;
@@ -225,20 +227,35 @@ async fn run(args: ServeArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Starts the cluster cache for the kinds any policy was granted; none if no policy
-/// reads the cluster.
+/// Starts the cluster cache for the kinds any policy was granted to read; none if no
+/// policy reads the cluster. A kind the cluster does not serve stops the start, naming
+/// the policies that read it, unless `--continue-on-errors` (their reads then fail with
+/// the reason).
 async fn start_cluster_cache(
     file: &PoliciesFile,
     args: &ServeArgs,
-) -> anyhow::Result<Option<Arc<ClusterState>>> {
-    let kinds: Vec<ResourceKind> = file
-        .policies
-        .values()
-        .flat_map(|policy| &policy.context_aware_resources)
-        // Cached Lists are named as the API server names them, whatever the grant's case.
-        .map(|r| ResourceKind::new(&r.api_version, &r.kind).canonical())
-        .collect();
-    if kinds.is_empty() {
+) -> anyhow::Result<Option<Cluster>> {
+    let grants = || {
+        file.policies.iter().flat_map(|(id, policy)| {
+            policy
+                .context_aware_resources
+                .iter()
+                // Named as the API server names them, whatever the grant's case.
+                .map(move |r| (id, ResourceKind::new(&r.api_version, &r.kind).canonical()))
+        })
+    };
+    let mut kinds: Vec<ResourceKind> = Vec::new();
+    for (_, kind) in grants() {
+        // `can_i` is a question to the API server, not a kind to cache.
+        if !kind.matches(&ResourceKind::subject_access_reviews())
+            && !kinds.iter().any(|known| known.matches(&kind))
+        {
+            kinds.push(kind);
+        }
+    }
+    let asks_access_reviews =
+        grants().any(|(_, kind)| kind.matches(&ResourceKind::subject_access_reviews()));
+    if kinds.is_empty() && !asks_access_reviews {
         return Ok(None);
     }
     let source = match &args.cluster_snapshot {
@@ -247,7 +264,22 @@ async fn start_cluster_cache(
             kubeconfig: args.kubeconfig.clone(),
         },
     };
-    Ok(Some(crate::cache::start(kinds, &source).await?))
+    let cluster = crate::cache::start(kinds, &source, args.continue_on_errors).await?;
+    for (kind, reason) in &cluster.unserved {
+        let readers: Vec<String> = grants()
+            .filter(|(_, granted)| granted.matches(kind))
+            .map(|(id, _)| format!("'{id}'"))
+            .collect();
+        let message = format!(
+            "policy {} reads {kind}, which the cluster does not serve: {reason}",
+            readers.join(", ")
+        );
+        if !args.continue_on_errors {
+            anyhow::bail!(message);
+        }
+        tracing::error!("{message}; its reads will fail with this reason");
+    }
+    Ok(Some(cluster))
 }
 
 /// The most evaluations that may wait for a worker: the queue's slots are allocated up

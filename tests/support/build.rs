@@ -19,12 +19,24 @@ pub struct Wasm {
     pub unique_ingress_host: PathBuf,
     /// plain wapc-guest, wasm32-wasip1: lists namespaces with a bare host call.
     pub service_namespace_label: PathBuf,
-    /// wit-bindgen component, wasm32-wasip2: the twin of `service_namespace_label`.
+    /// wit-bindgen component on `cluster-context@0.2.0` (`get`): the twin of
+    /// `service_namespace_label` and `namespace_label`.
     pub service_namespace_label_component: PathBuf,
-    /// wit-bindgen component, wasm32-wasip2: the twin of `unique_ingress_host`.
+    /// wit-bindgen component built against the first shipped WIT, `cluster-context@0.1.0`:
+    /// the twin of `unique_ingress_host`.
     pub unique_ingress_host_component: PathBuf,
     /// wit-bindgen component, wasm32-wasip2: the twin of `default_labels` (mutating).
     pub default_labels_component: PathBuf,
+    /// kubewarden-policy-sdk 0.17 `list_resources_by_namespace`, wasm32-wasip1.
+    pub unique_service_selector: PathBuf,
+    /// kubewarden-policy-sdk 0.17 `get_resource`, wasm32-wasip1: `service_namespace_label`'s rule.
+    pub namespace_label: PathBuf,
+    /// kubewarden-policy-sdk 0.17 `list_resources_all` with a label selector, wasm32-wasip1.
+    pub tenant_namespace_limit: PathBuf,
+    /// wit-bindgen component on `cluster-context@0.2.0`: the twin of `unique_service_selector`.
+    pub unique_service_selector_component: PathBuf,
+    /// wit-bindgen component on `cluster-context@0.2.0`: the twin of `tenant_namespace_limit`.
+    pub tenant_namespace_limit_component: PathBuf,
     /// test-only, wasm32-wasip1: misbehaves as its settings say.
     pub misbehaving: PathBuf,
     /// test-only, wasm32-wasip2: the component that misbehaves as its settings say.
@@ -52,6 +64,9 @@ pub fn wasm() -> &'static Wasm {
                 "deny-latest-tag",
                 "unique-ingress-host",
                 "service-namespace-label",
+                "unique-service-selector",
+                "namespace-label",
+                "tenant-namespace-limit",
             ],
         );
         cargo_build(&examples, "wasm32-unknown-unknown", &["default-labels"]);
@@ -62,6 +77,8 @@ pub fn wasm() -> &'static Wasm {
                 "service-namespace-label-component",
                 "unique-ingress-host-component",
                 "default-labels-component",
+                "unique-service-selector-component",
+                "tenant-namespace-limit-component",
             ],
         );
         cargo_build(&test_policies, "wasm32-wasip1", &["misbehaving"]);
@@ -91,6 +108,19 @@ pub fn wasm() -> &'static Wasm {
                 &examples,
                 "wasm32-wasip2",
                 "default_labels_component",
+            ),
+            unique_service_selector: module(&examples, "wasm32-wasip1", "unique_service_selector"),
+            namespace_label: module(&examples, "wasm32-wasip1", "namespace_label"),
+            tenant_namespace_limit: module(&examples, "wasm32-wasip1", "tenant_namespace_limit"),
+            unique_service_selector_component: module(
+                &examples,
+                "wasm32-wasip2",
+                "unique_service_selector_component",
+            ),
+            tenant_namespace_limit_component: module(
+                &examples,
+                "wasm32-wasip2",
+                "tenant_namespace_limit_component",
             ),
             misbehaving: module(&test_policies, "wasm32-wasip1", "misbehaving"),
             misbehaving_component: module(&test_policies, "wasm32-wasip2", "misbehaving_component"),

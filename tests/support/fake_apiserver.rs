@@ -2,7 +2,10 @@
 //! collections the cache reads: lists carry a `resourceVersion`; `?watch=true&
 //! resourceVersion=N` streams `ADDED`/`MODIFIED`/`DELETED` events after N (and a
 //! `BOOKMARK`), or a `410 Gone` ERROR event when N is older than the last compaction.
-//! Lists are paged with `limit` and `continue`, as kube-rs asks for them.
+//! Lists are paged with `limit` and `continue`, as kube-rs asks for them. It serves API
+//! discovery (`/api/v1`, `/apis/<group>/<version>`) for its collections, a custom
+//! resource kind among them, and answers SubjectAccessReviews (`can_i`) from a list of
+//! allowed users.
 //! It can be stopped and restarted on the same port; its objects survive the restart.
 
 use std::collections::BTreeMap;
@@ -25,24 +28,42 @@ pub struct Collection {
     pub path: &'static str,
     pub api_version: &'static str,
     pub kind: &'static str,
+    pub plural: &'static str,
+    pub namespaced: bool,
 }
 
 pub const NAMESPACES: Collection = Collection {
     path: "/api/v1/namespaces",
     api_version: "v1",
     kind: "Namespace",
+    plural: "namespaces",
+    namespaced: false,
 };
 pub const SERVICES: Collection = Collection {
     path: "/api/v1/services",
     api_version: "v1",
     kind: "Service",
+    plural: "services",
+    namespaced: true,
 };
 pub const INGRESSES: Collection = Collection {
     path: "/apis/networking.k8s.io/v1/ingresses",
     api_version: "networking.k8s.io/v1",
     kind: "Ingress",
+    plural: "ingresses",
+    namespaced: true,
 };
-const COLLECTIONS: [Collection; 3] = [NAMESPACES, SERVICES, INGRESSES];
+/// A custom resource kind, as a CRD would add it.
+pub const WIDGETS: Collection = Collection {
+    path: "/apis/example.com/v1/widgets",
+    api_version: "example.com/v1",
+    kind: "Widget",
+    plural: "widgets",
+    namespaced: true,
+};
+const COLLECTIONS: [Collection; 4] = [NAMESPACES, SERVICES, INGRESSES, WIDGETS];
+
+const ACCESS_REVIEWS: &str = "/apis/authorization.k8s.io/v1/subjectaccessreviews";
 
 #[derive(Debug, Clone)]
 struct WatchEvent {
@@ -67,6 +88,8 @@ struct Store {
     /// False between `stop` and `restart`: requests that slip in before the listener
     /// closes are refused, as a server that is down would.
     serving: bool,
+    /// Users a SubjectAccessReview allows.
+    allowed_users: Vec<String>,
 }
 
 /// The fake API server. Dropping it stops it.
@@ -88,6 +111,7 @@ impl FakeApiServer {
             requests: Vec::new(),
             epoch: 0,
             serving: false,
+            allowed_users: Vec::new(),
         }));
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let address = listener.local_addr().unwrap();
@@ -183,6 +207,15 @@ impl FakeApiServer {
         self.serve(listener);
     }
 
+    /// SubjectAccessReviews for `user` are allowed from now on (all others are denied).
+    pub fn allow_user(&self, user: &str) {
+        self.store
+            .lock()
+            .unwrap()
+            .allowed_users
+            .push(user.to_owned());
+    }
+
     /// The requests received so far (method and URI), to check the protocol was used.
     pub fn requests(&self) -> Vec<String> {
         self.store.lock().unwrap().requests.clone()
@@ -214,9 +247,14 @@ impl FakeApiServer {
                 };
                 let (store, mut stopped) = (store.clone(), stop_rx.clone());
                 tokio::spawn(async move {
-                    let service = hyper::service::service_fn(move |request| {
+                    let service = hyper::service::service_fn(move |request: Request<Incoming>| {
                         let store = store.clone();
-                        async move { Ok::<_, Infallible>(handle(&store, request)) }
+                        async move {
+                            if request.uri().path() == ACCESS_REVIEWS {
+                                return Ok::<_, Infallible>(review_access(&store, request).await);
+                            }
+                            Ok::<_, Infallible>(handle(&store, request))
+                        }
                     });
                     let builder =
                         hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
@@ -356,6 +394,9 @@ fn handle(store: &Arc<Mutex<Store>>, request: Request<Incoming>) -> Response<Bod
         );
     }
     store.requests.push(format!("{} {uri}", request.method()));
+    if let Some(resources) = discovery(uri.path()) {
+        return json_response(StatusCode::OK, &resources);
+    }
     let Some(collection) = COLLECTIONS.into_iter().find(|c| c.path == uri.path()) else {
         return json_response(
             StatusCode::NOT_FOUND,
@@ -445,6 +486,68 @@ fn handle(store: &Arc<Mutex<Store>>, request: Request<Incoming>) -> Response<Bod
         .headers_mut()
         .insert("content-type", "application/json".parse().unwrap());
     response
+}
+
+/// The APIResourceList of a group version (`/api/v1`, `/apis/<group>/<version>`).
+fn discovery(path: &str) -> Option<Value> {
+    let group_version = match path.strip_prefix("/api/") {
+        Some(version) => version.to_owned(),
+        None => path.strip_prefix("/apis/")?.to_owned(),
+    };
+    let resources: Vec<Value> = COLLECTIONS
+        .iter()
+        .filter(|c| c.api_version == group_version)
+        .flat_map(|c| {
+            let verbs = [
+                "create", "delete", "get", "list", "patch", "update", "watch",
+            ];
+            [
+                json!({"name": c.plural, "singularName": c.kind.to_lowercase(),
+                       "namespaced": c.namespaced, "kind": c.kind, "verbs": verbs}),
+                // Subresources share their parent's kind; discovery must skip them.
+                json!({"name": format!("{}/status", c.plural), "singularName": "",
+                       "namespaced": c.namespaced, "kind": c.kind, "verbs": ["get", "patch"]}),
+            ]
+        })
+        .collect();
+    (!resources.is_empty()).then(|| {
+        json!({"kind": "APIResourceList", "apiVersion": "v1",
+               "groupVersion": group_version, "resources": resources})
+    })
+}
+
+/// `POST .../subjectaccessreviews`: allowed if the user was allowed, denied otherwise.
+async fn review_access(store: &Arc<Mutex<Store>>, request: Request<Incoming>) -> Response<Body> {
+    let uri = request.uri().clone();
+    let method = request.method().clone();
+    let body = request
+        .into_body()
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .unwrap_or_default();
+    let mut store = store.lock().unwrap();
+    if !store.serving {
+        return json_response(
+            StatusCode::SERVICE_UNAVAILABLE,
+            &status(503, "ServiceUnavailable", "the API server is stopped"),
+        );
+    }
+    store.requests.push(format!("{method} {uri}"));
+    let Ok(mut review) = serde_json::from_slice::<Value>(&body) else {
+        return json_response(
+            StatusCode::BAD_REQUEST,
+            &status(400, "BadRequest", "not JSON"),
+        );
+    };
+    let user = review["spec"]["user"].as_str().unwrap_or_default();
+    let allowed = store.allowed_users.iter().any(|u| u == user);
+    review["status"] = if allowed {
+        json!({"allowed": true, "reason": "allowed by the fake API server"})
+    } else {
+        json!({"allowed": false})
+    };
+    json_response(StatusCode::CREATED, &review)
 }
 
 fn status(code: u16, reason: &str, message: &str) -> Value {

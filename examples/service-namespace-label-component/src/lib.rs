@@ -1,6 +1,7 @@
 //! A Service may only be created in a namespace that carries the label named in the
 //! settings: the component twin of `service-namespace-label`, with the same verdicts.
-//! Settings: `{"namespace_label": "services-allowed"}`.
+//! Reads the one namespace it needs with `cluster-context@0.2.0`'s `get`, where its twin
+//! lists them all. Settings: `{"namespace_label": "services-allowed"}`.
 
 use serde::Deserialize;
 use serde_json::Value;
@@ -55,20 +56,19 @@ fn judge(request: &str, settings: &str) -> Result<Option<String>, String> {
         return Ok(None);
     }
     let namespace = request["namespace"].as_str().unwrap_or_default();
-    let namespaces = cluster_context::list_namespaces().map_err(|e| {
-        let reason = match e {
+    let kind = cluster_context::ResourceKind {
+        api_version: "v1".into(),
+        kind: "Namespace".into(),
+    };
+    let found = match cluster_context::get(&kind, None, namespace) {
+        Ok(json) => Some(serde_json::from_str::<Value>(&json).map_err(|e| e.to_string())?),
+        Err(cluster_context::Error::NotFound(_)) => None,
+        Err(
             cluster_context::Error::NotAllowed(m)
             | cluster_context::Error::Unavailable(m)
-            | cluster_context::Error::Invalid(m) => m,
-        };
-        format!("cannot read the cluster's namespaces: {reason}")
-    })?;
-    let list: Value = serde_json::from_str(&namespaces).map_err(|e| e.to_string())?;
-    let found = list["items"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .find(|ns| ns["metadata"]["name"] == namespace);
+            | cluster_context::Error::Invalid(m),
+        ) => return Err(format!("cannot read the cluster's namespaces: {m}")),
+    };
     Ok(match found {
         None => Some(format!("namespace {namespace} does not exist")),
         Some(ns)

@@ -5,7 +5,7 @@
 use serde_json::Value;
 
 wit_bindgen::generate!({
-    path: "../../wit",
+    path: "../../wit/0.1.0",
     world: "policy",
 });
 

@@ -39,7 +39,7 @@ pub fn run(report: &mut Report, scale: &Scale) -> anyhow::Result<()> {
         Arc::new(NoCluster),
     ));
     let namespaces = Arc::new(ClusterState::new([ResourceKind::namespaces()]));
-    namespaces.publish_all(snapshot_file::load(
+    namespaces.publish_file(snapshot_file::load(
         &policy_server_e2e::build::repo_root().join("examples/cluster-snapshot.yaml"),
     )?);
     let with_namespaces = Arc::new(PolicyContext::new(

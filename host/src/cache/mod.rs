@@ -1,19 +1,26 @@
-//! The cluster cache: one prepared List per kind that some policy may read, filled from
-//! the Kubernetes API (one reflector per kind) or from a snapshot file.
+//! The cluster cache: one immutable, indexed snapshot per kind that some policy may
+//! read, filled from the Kubernetes API (API discovery, then one reflector per kind) or
+//! from a snapshot file.
 
-pub mod list;
+pub mod discovery;
+pub mod index;
+pub mod object;
 pub mod reflector;
+pub mod review;
 pub mod snapshot_file;
 
 use std::collections::HashMap;
-use std::sync::RwLock;
+use std::path::PathBuf;
+use std::sync::{Arc, RwLock};
 
-use guest_adapter::{CacheError, ClusterCache, ListJson, ResourceKind};
+use anyhow::Context;
+use guest_adapter::{AccessReviewer, CacheError, ClusterCache, KindSnapshot, ResourceKind, Scope};
 
-use list::{Changes, KindList};
+use discovery::DiscoveryError;
+use index::KindIndex;
 
-/// The latest published List of every cached kind. Writers (a reflector per kind)
-/// publish whole new answers; readers take a handle to the current one.
+/// The latest snapshot of every cached kind. Writers (a reflector per kind) publish
+/// whole new snapshots; readers take a handle to the current one.
 pub struct ClusterState {
     kinds: HashMap<LookupKey, KindSlot>,
 }
@@ -33,8 +40,15 @@ impl From<&ResourceKind> for LookupKey {
 
 struct KindSlot {
     kind: ResourceKind,
-    /// `None` until the first list completed.
-    published: RwLock<Option<ListJson>>,
+    state: RwLock<SlotState>,
+}
+
+enum SlotState {
+    /// The first list has not completed.
+    Pending,
+    Ready(Arc<KindIndex>),
+    /// The cluster does not serve the kind (with `--continue-on-errors`).
+    Unserved(String),
 }
 
 impl ClusterState {
@@ -45,7 +59,7 @@ impl ClusterState {
             .map(|kind| {
                 let slot = KindSlot {
                     kind: kind.clone(),
-                    published: RwLock::new(None),
+                    state: RwLock::new(SlotState::Pending),
                 };
                 (LookupKey::from(&kind), slot)
             })
@@ -58,48 +72,67 @@ impl ClusterState {
         self.kinds.values().map(|slot| &slot.kind)
     }
 
-    /// Makes `list` the answer for its kind.
-    pub fn publish(&self, kind: &ResourceKind, list: ListJson) {
+    fn set(&self, kind: &ResourceKind, state: SlotState) {
         if let Some(slot) = self.kinds.get(&LookupKey::from(kind)) {
-            *slot.published.write().expect("cache lock poisoned") = Some(list);
+            *slot.state.write().expect("cache lock poisoned") = state;
         }
     }
 
-    /// Whether every kind has completed its first list.
+    /// Makes `index` the snapshot of its kind.
+    pub fn publish(&self, index: Arc<KindIndex>) {
+        self.set(&index.kind().clone(), SlotState::Ready(index));
+    }
+
+    /// Records that the cluster does not serve `kind`: reads of it fail with `reason`.
+    pub fn mark_unserved(&self, kind: &ResourceKind, reason: String) {
+        self.set(kind, SlotState::Unserved(reason));
+    }
+
+    /// Whether every kind has completed its first list (or is known not to be served).
     pub fn all_synced(&self) -> bool {
         self.kinds.values().all(|slot| {
-            slot.published
-                .read()
-                .expect("cache lock poisoned")
-                .is_some()
+            !matches!(
+                *slot.state.read().expect("cache lock poisoned"),
+                SlotState::Pending
+            )
         })
     }
 
-    /// Fills every kind from a set of objects (a snapshot file): kinds without objects
-    /// are published as empty Lists.
-    pub fn publish_all(&self, mut lists: HashMap<ResourceKind, (Changes, u64)>) {
+    /// Fills every kind from a snapshot file's objects; kinds the file lacks are
+    /// published empty.
+    pub fn publish_file(&self, mut file: snapshot_file::Snapshot) {
         for slot in self.kinds.values() {
-            let key = lists.keys().find(|k| k.matches(&slot.kind)).cloned();
-            let mut list = KindList::new(slot.kind.clone());
-            if let Some((changes, resource_version)) = key.and_then(|k| lists.remove(&k)) {
-                list.apply(changes, resource_version);
-            }
-            self.publish(&slot.kind, list.json());
+            let index = file
+                .take(&slot.kind)
+                .unwrap_or_else(|| KindIndex::new(slot.kind.clone(), well_known_scope(&slot.kind)));
+            self.publish(Arc::new(index));
         }
     }
 }
 
+/// The scope of the kinds every cluster has, for a kind with no objects to tell.
+pub fn well_known_scope(kind: &ResourceKind) -> Scope {
+    if kind.matches(&ResourceKind::namespaces()) {
+        Scope::Cluster
+    } else {
+        Scope::Namespaced
+    }
+}
+
 impl ClusterCache for ClusterState {
-    fn list(&self, kind: &ResourceKind) -> Result<ListJson, CacheError> {
+    fn snapshot(&self, kind: &ResourceKind) -> Result<Arc<dyn KindSnapshot>, CacheError> {
         let slot = self
             .kinds
             .get(&LookupKey::from(kind))
             .ok_or_else(|| CacheError::NotCached(kind.clone()))?;
-        slot.published
-            .read()
-            .expect("cache lock poisoned")
-            .clone()
-            .ok_or_else(|| CacheError::Unavailable(kind.clone()))
+        match &*slot.state.read().expect("cache lock poisoned") {
+            SlotState::Ready(index) => Ok(index.clone()),
+            SlotState::Pending => Err(CacheError::Unavailable(slot.kind.clone())),
+            SlotState::Unserved(reason) => Err(CacheError::Unserved {
+                kind: slot.kind.clone(),
+                reason: reason.clone(),
+            }),
+        }
     }
 }
 
@@ -119,53 +152,138 @@ pub fn release_freed_memory() {
 #[derive(Debug, Clone)]
 pub enum CacheSource {
     /// A snapshot file, read once at start-up.
-    File(std::path::PathBuf),
+    File(PathBuf),
     /// The Kubernetes API, from a kubeconfig (or the in-cluster/default configuration).
-    Cluster {
-        kubeconfig: Option<std::path::PathBuf>,
-    },
+    Cluster { kubeconfig: Option<PathBuf> },
+}
+
+/// The cache and, with a cluster, where `can_i` is asked.
+pub struct Cluster {
+    pub state: Arc<ClusterState>,
+    pub reviewer: Option<Arc<dyn AccessReviewer>>,
+    /// Kinds the cluster does not serve, with the reason; their reflectors do not run.
+    pub unserved: Vec<(ResourceKind, String)>,
 }
 
 /// Builds the cache for `kinds` and starts filling it: from the file at once, or with one
 /// reflector per kind (started now, not on first use, so no admission request waits for
-/// an initial list).
+/// an initial list). Each kind is resolved through API discovery first (its scope, its
+/// plural, its exact spelling); one the cluster says it does not serve is reported in
+/// `unserved`. A kind whose discovery cannot reach the API server is retried in the
+/// background, and stays unavailable (readiness 503) until then; if the cluster then
+/// says it does not serve it, its reads fail with the reason when `continue_on_errors`,
+/// and it stays unavailable otherwise.
 pub async fn start(
     kinds: Vec<ResourceKind>,
     source: &CacheSource,
-) -> anyhow::Result<std::sync::Arc<ClusterState>> {
-    use anyhow::Context;
-    let state = std::sync::Arc::new(ClusterState::new(kinds));
+    continue_on_errors: bool,
+) -> anyhow::Result<Cluster> {
     match source {
         CacheSource::File(path) => {
-            state.publish_all(snapshot_file::load(path)?);
+            let state = Arc::new(ClusterState::new(kinds));
+            state.publish_file(snapshot_file::load(path)?);
             release_freed_memory();
+            Ok(Cluster {
+                state,
+                reviewer: None,
+                unserved: Vec::new(),
+            })
         }
         CacheSource::Cluster { kubeconfig } => {
-            let config = match kubeconfig {
-                Some(path) => {
-                    let kubeconfig = kube::config::Kubeconfig::read_from(path)
-                        .with_context(|| format!("cannot read kubeconfig {}", path.display()))?;
-                    kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
-                        .await
-                        .with_context(|| format!("invalid kubeconfig {}", path.display()))?
+            let client = client(kubeconfig.as_deref()).await?;
+            let mut resolved = Vec::new();
+            let mut unserved = Vec::new();
+            let mut unreachable = Vec::new();
+            for kind in kinds {
+                let asked =
+                    tokio::time::timeout(DISCOVERY_TIMEOUT, discovery::resolve(&client, &kind));
+                match asked.await {
+                    Ok(Ok(found)) => resolved.push(found),
+                    Ok(Err(DiscoveryError::Unserved(reason))) => unserved.push((kind, reason)),
+                    Ok(Err(DiscoveryError::Unreachable(e))) => {
+                        tracing::warn!(%kind, error = %e, "API discovery failed; retrying in the background");
+                        unreachable.push(kind);
+                    }
+                    Err(_) => {
+                        tracing::warn!(%kind, "API discovery timed out; retrying in the background");
+                        unreachable.push(kind);
+                    }
                 }
-                None => kube::Config::infer().await.context(
-                    "no Kubernetes configuration found (give --kubeconfig or --cluster-snapshot)",
-                )?,
-            };
-            let client =
-                kube::Client::try_from(config).context("cannot build a Kubernetes client")?;
-            for kind in state.kinds().cloned().collect::<Vec<_>>() {
-                let resource = reflector::api_resource(&client, &kind).await?;
-                tracing::info!(%kind, plural = %resource.plural, "starting reflector");
-                tokio::spawn(reflector::reflect(
+            }
+            let state = Arc::new(ClusterState::new(
+                resolved
+                    .iter()
+                    .map(|found| found.kind.clone())
+                    .chain(unserved.iter().map(|(kind, _)| kind.clone()))
+                    .chain(unreachable.iter().cloned()),
+            ));
+            for (kind, reason) in &unserved {
+                state.mark_unserved(kind, reason.clone());
+            }
+            for found in resolved {
+                tokio::spawn(reflector::reflect(client.clone(), found, state.clone()));
+            }
+            for kind in unreachable {
+                tokio::spawn(discover_then_reflect(
                     client.clone(),
-                    resource,
                     kind,
                     state.clone(),
+                    continue_on_errors,
                 ));
+            }
+            let reviewer =
+                review::ApiAccessReviewer::new(client, tokio::runtime::Handle::current());
+            Ok(Cluster {
+                state,
+                reviewer: Some(Arc::new(reviewer)),
+                unserved,
+            })
+        }
+    }
+}
+
+/// How long start-up waits for one kind's discovery before retrying it in the background.
+const DISCOVERY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Discovery retried with backoff until the API server answers, then the reflector.
+async fn discover_then_reflect(
+    client: kube::Client,
+    kind: ResourceKind,
+    state: Arc<ClusterState>,
+    continue_on_errors: bool,
+) {
+    let mut delay = std::time::Duration::from_millis(500);
+    loop {
+        tokio::time::sleep(delay).await;
+        match discovery::resolve(&client, &kind).await {
+            Ok(found) => return reflector::reflect(client, found, state).await,
+            Err(DiscoveryError::Unserved(reason)) => {
+                tracing::error!(%kind, %reason, "the cluster does not serve a granted kind");
+                if continue_on_errors {
+                    state.mark_unserved(&kind, reason);
+                }
+                return;
+            }
+            Err(DiscoveryError::Unreachable(e)) => {
+                tracing::debug!(%kind, error = %e, "API discovery still failing");
+                delay = (delay * 2).min(std::time::Duration::from_secs(30));
             }
         }
     }
-    Ok(state)
+}
+
+async fn client(kubeconfig: Option<&std::path::Path>) -> anyhow::Result<kube::Client> {
+    let config = match kubeconfig {
+        Some(path) => {
+            let kubeconfig = kube::config::Kubeconfig::read_from(path)
+                .with_context(|| format!("cannot read kubeconfig {}", path.display()))?;
+            kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
+                .await
+                .with_context(|| format!("invalid kubeconfig {}", path.display()))?
+        }
+        None => kube::Config::infer().await.context(
+            "no Kubernetes configuration found (give --kubeconfig or --cluster-snapshot)",
+        )?,
+    };
+    kube::Client::try_from(config).context("cannot build a Kubernetes client")
 }

@@ -5,23 +5,57 @@ use std::collections::HashMap;
 use std::path::Path;
 
 use anyhow::{Context, bail};
-use guest_adapter::ResourceKind;
+use guest_adapter::{ResourceKind, Scope};
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::list::{Changes, prepare_object};
+use super::index::KindIndex;
+use super::object::{Changes, prepare_object};
 
-/// The objects of the file, prepared and grouped by kind, with each kind's newest
-/// resourceVersion. As in live mode, that is the newest among the objects (a List's own
-/// resourceVersion is the whole store's, which the cache cannot know for one kind).
-pub fn load(path: &Path) -> anyhow::Result<HashMap<ResourceKind, (Changes, u64)>> {
+/// The objects of a file, by kind.
+#[derive(Debug, Default)]
+pub struct Snapshot {
+    kinds: HashMap<ResourceKind, FileKind>,
+}
+
+#[derive(Debug, Default)]
+struct FileKind {
+    changes: Changes,
+    /// The newest among the objects, as in live mode (a List's own resourceVersion is
+    /// the whole store's, which the cache cannot know for one kind).
+    resource_version: u64,
+    /// Whether any object names a namespace: the file's way to tell a kind's scope.
+    namespaced: bool,
+}
+
+impl Snapshot {
+    /// The snapshot of `kind` (matched ignoring case, spelled as the file spells it),
+    /// if the file has objects of it.
+    pub fn take(&mut self, kind: &ResourceKind) -> Option<KindIndex> {
+        let key = self.kinds.keys().find(|k| k.matches(kind)).cloned()?;
+        let file_kind = self.kinds.remove(&key)?;
+        let scope = if file_kind.namespaced {
+            Scope::Namespaced
+        } else {
+            Scope::Cluster
+        };
+        Some(KindIndex::new(key, scope).apply(&file_kind.changes, file_kind.resource_version))
+    }
+
+    /// How many objects of `kind` the file has (for tests).
+    pub fn count(&self, kind: &ResourceKind) -> usize {
+        self.kinds.get(kind).map_or(0, |k| k.changes.len())
+    }
+}
+
+pub fn load(path: &Path) -> anyhow::Result<Snapshot> {
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("cannot read cluster snapshot {}", path.display()))?;
     parse(&text).with_context(|| format!("invalid cluster snapshot {}", path.display()))
 }
 
-pub fn parse(text: &str) -> anyhow::Result<HashMap<ResourceKind, (Changes, u64)>> {
-    let mut kinds: HashMap<ResourceKind, (Changes, u64)> = HashMap::new();
+pub fn parse(text: &str) -> anyhow::Result<Snapshot> {
+    let mut kinds: HashMap<ResourceKind, FileKind> = HashMap::new();
     for (index, document) in serde_yaml::Deserializer::from_str(text).enumerate() {
         let value = Value::deserialize(document)
             .with_context(|| format!("document {} is not valid YAML/JSON", index + 1))?;
@@ -61,19 +95,25 @@ pub fn parse(text: &str) -> anyhow::Result<HashMap<ResourceKind, (Changes, u64)>
                 );
             };
             let kind = ResourceKind::new(api_version, kind);
-            let Some((key, bytes, rv)) = prepare_object(&kind, object) else {
+            let namespaced = object["metadata"]["namespace"]
+                .as_str()
+                .is_some_and(|namespace| !namespace.is_empty());
+            let Some(prepared) = prepare_object(&kind, object) else {
                 bail!("document {}: a {kind} without metadata", index + 1);
             };
             let entry = kinds.entry(kind).or_default();
-            entry.0.insert(key, Some(bytes));
-            entry.1 = entry.1.max(rv);
+            entry.changes.insert(prepared.key, Some(prepared.object));
+            entry.resource_version = entry.resource_version.max(prepared.resource_version);
+            entry.namespaced |= namespaced;
         }
     }
-    Ok(kinds)
+    Ok(Snapshot { kinds })
 }
 
 #[cfg(test)]
 mod tests {
+    use guest_adapter::KindSnapshot;
+
     use super::*;
 
     #[test]
@@ -94,12 +134,17 @@ items:
 "#,
         )
         .unwrap();
-        let (namespaces, rv) = &kinds[&ResourceKind::namespaces()];
-        assert_eq!((namespaces.len(), *rv), (1, 3));
-        let (ingresses, rv) = &kinds[&ResourceKind::ingresses()];
-        assert_eq!((ingresses.len(), *rv), (1, 12));
+        let mut kinds = kinds;
+        let namespaces = kinds.take(&ResourceKind::namespaces()).unwrap();
+        assert_eq!((namespaces.len(), namespaces.resource_version()), (1, 3));
+        assert_eq!(namespaces.scope(), Scope::Cluster);
+        let ingresses = kinds
+            .take(&ResourceKind::new("Networking.k8s.io/v1", "ingress"))
+            .unwrap();
+        assert_eq!((ingresses.len(), ingresses.resource_version()), (1, 12));
+        assert_eq!(ingresses.scope(), Scope::Namespaced);
         let ingress: Value =
-            serde_json::from_slice(ingresses.values().next().unwrap().as_ref().unwrap()).unwrap();
+            serde_json::from_str(&ingresses.get("default", "web").unwrap().to_text()).unwrap();
         assert_eq!(ingress["kind"], "Ingress");
     }
 
@@ -109,7 +154,7 @@ items:
             r#"{"apiVersion":"v1","kind":"Service","metadata":{"name":"s","namespace":"n"}}"#,
         )
         .unwrap();
-        assert_eq!(kinds[&ResourceKind::services()].0.len(), 1);
+        assert_eq!(kinds.count(&ResourceKind::services()), 1);
     }
 
     #[test]

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use guest_adapter::{AccessRules, ClusterCache, PolicyContext, ResourceKind};
+use guest_adapter::{AccessReviewer, AccessRules, ClusterCache, PolicyContext, ResourceKind};
 
 use super::{Compiled, Policy, PolicyState, Runner};
 use crate::config::{PoliciesFile, PolicyConfig};
@@ -31,6 +31,7 @@ pub fn load_policies(
     file: &PoliciesFile,
     runtime: &Runtime,
     cache: Arc<dyn ClusterCache>,
+    reviewer: Option<Arc<dyn AccessReviewer>>,
     options: &LoadOptions,
 ) -> anyhow::Result<HashMap<String, Arc<Policy>>> {
     let mut modules: HashMap<PathBuf, Compiled> = HashMap::new();
@@ -54,7 +55,11 @@ pub fn load_policies(
                 .iter()
                 .map(|r| ResourceKind::new(&r.api_version, &r.kind)),
         );
-        let context = Arc::new(PolicyContext::new(id.as_str(), access, cache.clone()));
+        let mut context = PolicyContext::new(id.as_str(), access, cache.clone());
+        if let Some(reviewer) = &reviewer {
+            context = context.with_reviewer(reviewer.clone());
+        }
+        let context = Arc::new(context);
         let loaded = settings
             .and_then(|_| load_one(config, file, runtime, &mut modules))
             .and_then(|compiled| {

@@ -5,21 +5,34 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use guest_adapter::{ClusterQuery, GuestSession, HostCallError, PolicyContext, ResourceKind};
+use guest_adapter::wit::{ContextError, WitListQuery};
+use guest_adapter::{AccessReview, GuestSession, PolicyContext, ResourceKind};
 use wasmtime::component::{Component, Linker, ResourceTable};
 use wasmtime::{Engine, Store, StoreContextMut};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
+use super::answer_text::AnswerText;
 use super::limits::{Limited, MemoryCap, guarded_store, guest_error, instantiation_error};
 use super::{EvalError, Runtime};
 
+// The current world: its exports are the same in every version, so one set of export
+// bindings serves components built against any of them.
 wasmtime::component::bindgen!({
     path: "../wit",
     world: "policy",
 });
 
+/// The first shipped version, for its `cluster-context` types.
+mod v0_1_0 {
+    wasmtime::component::bindgen!({
+        path: "../wit/0.1.0",
+        world: "policy",
+    });
+}
+
 // `self::`: the WIT package namespace `policy-server` is also this crate's name.
 use self::policy_server::policy::cluster_context;
+use v0_1_0::policy_server::policy::cluster_context as cluster_context_0_1;
 
 /// A compiled component policy, linked and ready to be instantiated.
 pub struct ComponentModule {
@@ -151,46 +164,137 @@ impl WasiView for ComponentState {
     }
 }
 
-/// The WIT interface `cluster-context`, as components import it.
-const CLUSTER_CONTEXT: &str = "policy-server:policy/cluster-context@0.1.0";
-
-/// `cluster-context`: typed calls onto the same queries, access rules and snapshots as
-/// the legacy host calls. Linked by hand rather than through the generated `Host` trait,
-/// whose `String` answers would cost a copy of every List before the copy into the guest:
-/// here the cached text is lowered straight from the shared string. Its signature is
-/// still checked against the component's import when a component is linked.
+/// `cluster-context` in every shipped version. Each function is a thin lift of its
+/// arguments onto the one WIT mapping in `guest_adapter::wit`, and its answer is lowered
+/// straight from the cache's bytes ([`AnswerText`]). Linked by hand rather than through
+/// the generated `Host` traits, whose `String` answers would cost a copy of every answer
+/// first; each signature is still checked against the component's import when it is
+/// linked.
 fn add_cluster_context(linker: &mut Linker<ComponentState>) -> anyhow::Result<()> {
-    let mut interface = linker.instance(CLUSTER_CONTEXT)?;
+    type Answer<E> = (Result<AnswerText, E>,);
+
+    let mut v0_2 = linker.instance("policy-server:policy/cluster-context@0.2.0")?;
+    v0_2.func_wrap(
+        "list",
+        |mut store: StoreContextMut<'_, ComponentState>,
+         (kind, query): (cluster_context::ResourceKind, cluster_context::ListQuery)|
+         -> wasmtime::Result<Answer<cluster_context::Error>> {
+            let query = WitListQuery {
+                namespace: query.namespace,
+                label_selector: query.label_selector,
+                field_selector: query.field_selector,
+            };
+            let answer = store
+                .data_mut()
+                .session
+                .wit_list(kind.api_version, kind.kind, query);
+            Ok((answer.map(AnswerText).map_err(error_0_2),))
+        },
+    )?;
+    v0_2.func_wrap(
+        "get",
+        |mut store: StoreContextMut<'_, ComponentState>,
+         (kind, namespace, name): (cluster_context::ResourceKind, Option<String>, String)|
+         -> wasmtime::Result<Answer<cluster_context::Error>> {
+            let answer =
+                store
+                    .data_mut()
+                    .session
+                    .wit_get(kind.api_version, kind.kind, namespace, name);
+            Ok((answer.map(AnswerText).map_err(error_0_2),))
+        },
+    )?;
+    v0_2.func_wrap(
+        "can-i",
+        |mut store: StoreContextMut<'_, ComponentState>,
+         (review,): (cluster_context::AccessReview,)|
+         -> wasmtime::Result<
+            (Result<cluster_context::AccessDecision, cluster_context::Error>,),
+        > {
+            let attributes = review.resource_attributes;
+            let review = AccessReview {
+                user: review.user,
+                groups: Some(review.groups),
+                resource_attributes: guest_adapter::review::ResourceAttributes {
+                    namespace: attributes.namespace,
+                    verb: attributes.verb,
+                    group: attributes.group,
+                    version: attributes.version,
+                    resource: attributes.resource,
+                    subresource: attributes.subresource,
+                    name: attributes.name,
+                },
+            };
+            let answer = store.data_mut().session.wit_can_i(&review);
+            Ok((answer
+                .map_err(error_0_2)
+                .and_then(|status| decision(&status.to_bytes())),))
+        },
+    )?;
+
+    let mut v0_1 = linker.instance("policy-server:policy/cluster-context@0.1.0")?;
     for (function, kind) in [
         ("list-namespaces", ResourceKind::namespaces()),
         ("list-services", ResourceKind::services()),
         ("list-ingresses", ResourceKind::ingresses()),
     ] {
-        let query = ClusterQuery::ListAll(kind);
-        interface.func_wrap(
+        v0_1.func_wrap(
             function,
-            move |mut store: StoreContextMut<'_, ComponentState>, (): ()| {
-                Ok((list(&mut store.data_mut().session, &query),))
+            move |mut store: StoreContextMut<'_, ComponentState>,
+                  (): ()|
+                  -> wasmtime::Result<Answer<cluster_context_0_1::Error>> {
+                let answer = store.data_mut().session.wit_list_all(kind.clone());
+                Ok((answer.map(AnswerText).map_err(error_0_1),))
             },
         )?;
     }
     Ok(())
 }
 
-fn list(
-    session: &mut GuestSession,
-    query: &ClusterQuery,
-) -> Result<Arc<str>, cluster_context::Error> {
-    session
-        .query(query)
-        .map(|list| list.shared())
-        .map_err(|err| match &err {
-            HostCallError::NotAllowed { .. } => cluster_context::Error::NotAllowed(err.to_string()),
-            HostCallError::Cache { .. } => cluster_context::Error::Unavailable(err.to_string()),
-            HostCallError::Unknown { .. } | HostCallError::MalformedPayload { .. } => {
-                cluster_context::Error::Invalid(err.to_string())
-            }
-        })
+fn error_0_2(error: ContextError) -> cluster_context::Error {
+    use cluster_context::Error;
+    match error {
+        ContextError::NotAllowed(m) => Error::NotAllowed(m),
+        ContextError::NotFound(m) => Error::NotFound(m),
+        ContextError::Unavailable(m) => Error::Unavailable(m),
+        ContextError::Invalid(m) => Error::Invalid(m),
+    }
+}
+
+/// `@0.1.0` has no `not-found`: it only lists, which never finds nothing.
+fn error_0_1(error: ContextError) -> cluster_context_0_1::Error {
+    use cluster_context_0_1::Error;
+    match error {
+        ContextError::NotAllowed(m) => Error::NotAllowed(m),
+        ContextError::Unavailable(m) => Error::Unavailable(m),
+        ContextError::Invalid(m) | ContextError::NotFound(m) => Error::Invalid(m),
+    }
+}
+
+/// The typed decision from the API server's `SubjectAccessReviewStatus` JSON.
+fn decision(status: &[u8]) -> Result<cluster_context::AccessDecision, cluster_context::Error> {
+    #[derive(serde::Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    struct Status {
+        allowed: bool,
+        #[serde(default)]
+        denied: Option<bool>,
+        #[serde(default)]
+        reason: Option<String>,
+        #[serde(default)]
+        evaluation_error: Option<String>,
+    }
+    let status: Status = serde_json::from_slice(status).map_err(|e| {
+        cluster_context::Error::Unavailable(format!(
+            "the API server's answer is not a SubjectAccessReviewStatus: {e}"
+        ))
+    })?;
+    Ok(cluster_context::AccessDecision {
+        allowed: status.allowed,
+        denied: status.denied.unwrap_or(false),
+        reason: status.reason,
+        evaluation_error: status.evaluation_error,
+    })
 }
 
 fn component_linker(engine: &Engine) -> anyhow::Result<Linker<ComponentState>> {

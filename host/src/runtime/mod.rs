@@ -1,6 +1,7 @@
 //! The wasm runtimes: one wasmtime [`Engine`] shared by every policy, the limits every
 //! evaluation runs under, and the runners for each call style.
 
+mod answer_text;
 pub mod component;
 mod engine;
 mod error;

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use bytes::Bytes;
-use guest_adapter::{AccessRules, GuestSession, NoCluster, PolicyContext};
+use guest_adapter::{AccessRules, Answer, GuestSession, NoCluster, PolicyContext};
 use wapc::wapc_functions::{
     GUEST_CALL, GUEST_ERROR_FN, GUEST_REQUEST_FN, GUEST_RESPONSE_FN, HOST_CALL, HOST_CONSOLE_LOG,
     HOST_ERROR_FN, HOST_ERROR_LEN_FN, HOST_RESPONSE_FN, HOST_RESPONSE_LEN_FN, TINYGO_START,
@@ -342,7 +342,7 @@ struct Exchange {
     payload: Bytes,
     guest_response: Option<Vec<u8>>,
     guest_error: Option<String>,
-    host_response: Option<Bytes>,
+    host_response: Option<Answer>,
     host_error: Option<String>,
 }
 
@@ -483,8 +483,8 @@ fn wapc_linker(engine: &Engine) -> anyhow::Result<Linker<WapcState>> {
                 .wapc_host_call(&binding, &namespace, &operation, payload);
             let exchange = &mut state.exchange;
             match answer {
-                Ok(bytes) => {
-                    exchange.host_response = Some(bytes);
+                Ok(answer) => {
+                    exchange.host_response = Some(answer);
                     exchange.host_error = None;
                     Ok(1)
                 }
@@ -514,7 +514,12 @@ fn wapc_linker(engine: &Engine) -> anyhow::Result<Linker<WapcState>> {
         |mut caller: Caller<'_, WapcState>, ptr: i32| {
             let (memory, state) = memory_and_state(&mut caller)?;
             match &state.exchange.host_response {
-                Some(answer) => write(memory, ptr, answer),
+                Some(answer) => {
+                    // Piece by piece, straight from the cache's bytes.
+                    let range = guest_range(memory.len(), ptr, answer.len())?;
+                    answer.copy_to(&mut memory[range]);
+                    Ok(())
+                }
                 None => Ok(()),
             }
         },

@@ -2,7 +2,9 @@
 //! `accept`, `loop`, `trap`, `panic`, `grab_memory`, `stack_overflow`,
 //! `unknown_host_call` (rejects with the host's error message), `remember` (rejects if a
 //! previous evaluation left state behind: proves instances are fresh), `echo:<resource>`
-//! (rejects with the exact bytes of the `kubernetes/<resource>/list` answer as message).
+//! (rejects with the exact bytes of the `kubernetes/<resource>/list` answer as message),
+//! `call:<binding>/<namespace>/<operation>` (makes that host call with the settings'
+//! `payload` text and rejects with the answer's exact text, or the host's error).
 
 use std::hint::black_box;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -19,6 +21,8 @@ struct Payload {
 #[derive(Deserialize)]
 struct Settings {
     behaviour: String,
+    #[serde(default)]
+    payload: String,
 }
 
 static EVALUATIONS: AtomicU32 = AtomicU32::new(0);
@@ -63,6 +67,22 @@ fn validate(payload: &[u8]) -> CallResult {
                 Ok(bytes) => String::from_utf8(bytes)?,
                 Err(e) => e.to_string(),
             };
+            return Ok(serde_json::to_vec(
+                &json!({"accepted": false, "message": message}),
+            )?);
+        }
+        call if call.starts_with("call:") => {
+            let mut names = call["call:".len()..].splitn(3, '/');
+            let (binding, namespace, operation) = (
+                names.next().unwrap_or_default(),
+                names.next().unwrap_or_default(),
+                names.next().unwrap_or_default(),
+            );
+            let message =
+                match host_call(binding, namespace, operation, settings.payload.as_bytes()) {
+                    Ok(bytes) => String::from_utf8(bytes)?,
+                    Err(e) => e.to_string(),
+                };
             return Ok(serde_json::to_vec(
                 &json!({"accepted": false, "message": message}),
             )?);
