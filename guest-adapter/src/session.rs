@@ -228,15 +228,14 @@ pub(crate) mod tests {
     use super::*;
     use crate::selector::{FieldSelector, LabelSelector};
 
-    /// A snapshot that holds objects as (namespace, name, labels, json), in order.
+    /// One object of a fake snapshot: namespace, name, labels.
+    type FakeObject = (&'static str, &'static str, Vec<(&'static str, &'static str)>);
+
+    /// A snapshot that holds objects in order.
     pub(crate) struct FakeSnapshot {
         pub kind: ResourceKind,
         pub scope: Scope,
-        pub objects: Vec<(
-            &'static str,
-            &'static str,
-            Vec<(&'static str, &'static str)>,
-        )>,
+        pub objects: Vec<FakeObject>,
     }
 
     impl FakeSnapshot {

@@ -420,7 +420,8 @@ mod tests {
     #[test]
     fn matches_as_the_api_server_does() {
         let app_web = &[("app", "web"), ("tier", "frontend")][..];
-        let cases: &[(&str, &[(&str, &str)], bool)] = &[
+        type Labels<'a> = &'a [(&'a str, &'a str)];
+        let cases: &[(&str, Labels<'_>, bool)] = &[
             ("", &[], true),
             ("", app_web, true),
             ("app=web", app_web, true),
