@@ -615,3 +615,49 @@ async fn services_by_namespace_follow_the_live_cache() {
     })
     .await;
 }
+
+/// The README's walk-through: `examples/policies.yml` over `examples/cluster-snapshot.yaml`
+/// gives the verdicts the README shows for the requests in `examples/requests/`.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_examples_serve_the_verdicts_the_readme_shows() {
+    wasm(); // builds the examples the file names
+    let examples = policy_server_e2e::build::repo_root().join("examples");
+    let yml = std::fs::read_to_string(examples.join("policies.yml")).unwrap();
+    // Its module paths are relative to examples/.
+    let yml = yml.replace("target/", &format!("{}/target/", examples.display()));
+    let server = builder(yml)
+        .arg("--cluster-snapshot")
+        .arg(examples.join("cluster-snapshot.yaml").display().to_string())
+        .start();
+    let request = |name: &str| -> Value {
+        serde_json::from_slice(&std::fs::read(examples.join("requests").join(name)).unwrap())
+            .unwrap()
+    };
+    let cases = [
+        (
+            "deny-latest-tag",
+            "pod-latest.json",
+            "Images must be pinned: see https://example.com/image-policy",
+        ),
+        (
+            "unique-ingress-host",
+            "ingress-taken-host.json",
+            "host shop.example.com is already served by ingress default/web",
+        ),
+        (
+            "tenant-namespace-limit",
+            "namespace-third-blue.json",
+            "tenant blue already has 2 namespaces (at most 2)",
+        ),
+        (
+            "tenant-namespace-limit-component",
+            "namespace-third-blue.json",
+            "tenant blue already has 2 namespaces (at most 2)",
+        ),
+    ];
+    for (policy, file, message) in cases {
+        let response = server.validate(policy, &request(file)).await;
+        assert_eq!(verdict(&response).2, message, "{policy}: {response}");
+        assert_eq!(response["allowed"], false);
+    }
+}

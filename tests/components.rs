@@ -306,3 +306,42 @@ async fn component_settings_are_validated_at_start_up() {
         "{output}"
     );
 }
+
+/// The Python policy of `wit/README.md` (componentize-py): built from
+/// `examples/service-limit-py`, served, and judging from the cluster cache.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_python_example_reads_the_cluster_through_the_same_interface() {
+    let module = policy_server_e2e::build::python_component();
+    let yml = format!(
+        "limit:\n  module: {}\n  contextAwareResources:\n    - {{apiVersion: v1, kind: Service}}\n  settings:\n    max: 1\n\
+         ungranted:\n  module: {}\n  settings:\n    max: 1\n",
+        module.display(),
+        module.display()
+    );
+    let server = tokio::task::block_in_place(|| {
+        builder(yml)
+            .arg("--cluster-snapshot")
+            .arg(snapshot())
+            .start()
+    });
+    // examples/cluster-snapshot.yaml has one Service, in `default`.
+    let full = server
+        .validate("limit", &review(service("api", "default")))
+        .await;
+    assert_eq!(full["allowed"], false, "{full}");
+    assert_eq!(
+        full["status"]["message"],
+        "namespace default already has 1 services"
+    );
+    let room = server
+        .validate("limit", &review(service("api", "team-a")))
+        .await;
+    assert_eq!(room["allowed"], true, "{room}");
+    let denied = server
+        .validate("ungranted", &review(service("api", "team-a")))
+        .await;
+    assert_eq!(
+        denied["status"]["message"],
+        "cannot list services: policy 'ungranted' is not allowed to read v1/Service: grant it in the policy's contextAwareResources"
+    );
+}

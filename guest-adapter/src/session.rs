@@ -229,7 +229,11 @@ pub(crate) mod tests {
     use crate::selector::{FieldSelector, LabelSelector};
 
     /// One object of a fake snapshot: namespace, name, labels.
-    type FakeObject = (&'static str, &'static str, Vec<(&'static str, &'static str)>);
+    type FakeObject = (
+        &'static str,
+        &'static str,
+        Vec<(&'static str, &'static str)>,
+    );
 
     /// A snapshot that holds objects in order.
     pub(crate) struct FakeSnapshot {

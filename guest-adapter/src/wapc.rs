@@ -62,9 +62,9 @@ struct ListRequest {
     field_masks: Option<Vec<String>>,
 }
 
-/// `get_resource`. `disable_cache` asks Kubewarden's host to skip its 5 s answer cache;
-/// here every answer comes from the watch-fed cache, which is fresher than that, so it
-/// changes nothing.
+/// `get_resource`. Its `disable_cache` asks Kubewarden's host to skip a 5 s answer cache;
+/// here every answer comes from the watch-fed cache, which is fresher than that, so the
+/// field is read by nobody (and, like any unknown field, ignored).
 #[derive(Debug, Deserialize)]
 struct GetRequest {
     api_version: String,
@@ -72,9 +72,6 @@ struct GetRequest {
     name: String,
     #[serde(default)]
     namespace: Option<String>,
-    #[serde(default)]
-    #[allow(dead_code)]
-    disable_cache: bool,
     #[serde(default)]
     field_masks: Option<Vec<String>>,
 }

@@ -128,6 +128,45 @@ pub fn wasm() -> &'static Wasm {
     })
 }
 
+/// The Python example (`examples/service-limit-py`) built as a component by
+/// componentize-py, which is installed from PyPI first if it is missing. Built once per
+/// test process: it takes ~30 s.
+pub fn python_component() -> &'static Path {
+    static BUILT: OnceLock<PathBuf> = OnceLock::new();
+    BUILT.get_or_init(|| {
+        const COMPONENTIZE_PY: &str = "componentize-py==0.25.1";
+        let has_it = Command::new("componentize-py")
+            .arg("--version")
+            .output()
+            .is_ok_and(|o| o.status.success());
+        if !has_it {
+            let status = Command::new("python3")
+                .args(["-m", "pip", "install", "--quiet", COMPONENTIZE_PY])
+                .status()
+                .expect("running pip (python3 is needed for the Python example)");
+            assert!(status.success(), "pip install {COMPONENTIZE_PY} failed");
+        }
+        let source = repo_root().join("examples/service-limit-py");
+        let out_dir = repo_root().join("examples/target/python");
+        std::fs::create_dir_all(&out_dir).expect("creating examples/target/python");
+        let output = out_dir.join("service_limit.wasm");
+        let status = Command::new("componentize-py")
+            .current_dir(&source)
+            .arg("--wit-path")
+            .arg(repo_root().join("wit"))
+            .args(["--world", "policy", "componentize", "app", "-o"])
+            .arg(&output)
+            .status()
+            .expect("running componentize-py");
+        assert!(
+            status.success(),
+            "componentize-py failed on {}",
+            source.display()
+        );
+        output
+    })
+}
+
 fn install_targets(targets: &[&str]) {
     let installed = Command::new("rustup")
         .args(["target", "list", "--installed"])

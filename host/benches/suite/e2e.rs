@@ -1,6 +1,9 @@
 //! End to end over HTTPS: the release binary on loopback under wrk, for the no-op route
-//! (the floor: HTTP, TLS and review parsing, no wasm), a trivial legacy policy, and the
-//! context-aware twins (legacy and component) over a 10,000-namespace snapshot.
+//! (the floor: HTTP, TLS and review parsing, no wasm), a trivial legacy policy, and
+//! context-aware policies over a snapshot of 10,000 namespaces and 100,000 services: the
+//! seed policy that lists every namespace, the SDK 0.17 policy that gets one
+//! (`get_resource`) and its component twin, and the SDK policy that lists one namespace's
+//! services.
 
 use std::time::Duration;
 
@@ -8,12 +11,13 @@ use policy_server_e2e::ServerBuilder;
 use policy_server_e2e::requests::{pod, review};
 use serde_json::{Value, json};
 
-use crate::cluster::{list, namespace, namespace_name};
+use crate::cluster::{list, namespace, namespace_name, service};
 use crate::load::Wrk;
 use crate::report::{Report, Table, num, text};
 use crate::{Scale, async_runtime, policies_yml, server_binary};
 
 pub const SNAPSHOT_NAMESPACES: usize = 10_000;
+const SNAPSHOT_SERVICES: usize = 100_000;
 const CONCURRENCY: [usize; 3] = [1, 16, 64];
 const TARGET_PAIRS: usize = 3;
 
@@ -21,11 +25,19 @@ pub fn run(report: &mut Report, scale: &Scale) -> anyhow::Result<()> {
     let wasm = policy_server_e2e::wasm();
     let dir = tempfile::tempdir()?;
     let snapshot = dir.path().join("namespaces.json");
-    std::fs::write(
-        &snapshot,
-        serde_json::to_vec(&list((0..SNAPSHOT_NAMESPACES).map(namespace).collect()))?,
-    )?;
+    // 10 services per namespace, each with its own selector.
+    let services = (0..SNAPSHOT_SERVICES).map(|i| {
+        let mut object = service(i);
+        object["metadata"]["namespace"] = Value::from(namespace_name(i / 10));
+        object
+    });
+    let objects = (0..SNAPSHOT_NAMESPACES)
+        .map(namespace)
+        .chain(services)
+        .collect();
+    std::fs::write(&snapshot, serde_json::to_vec(&list(objects))?)?;
     let namespaces = json!([{"apiVersion": "v1", "kind": "Namespace"}]);
+    let services = json!([{"apiVersion": "v1", "kind": "Service"}]);
     let label = json!({"namespace_label": "services-allowed"});
     let yml = policies_yml(&[
         (
@@ -38,9 +50,19 @@ pub fn run(report: &mut Report, scale: &Scale) -> anyhow::Result<()> {
             "contextAwareResources": namespaces, "settings": label}),
         ),
         (
+            "context-get",
+            json!({"module": wasm.namespace_label,
+            "contextAwareResources": namespaces, "settings": label}),
+        ),
+        (
             "context-component",
             json!({"module": wasm.service_namespace_label_component,
             "contextAwareResources": namespaces, "settings": label}),
+        ),
+        (
+            "context-by-namespace",
+            json!({"module": wasm.unique_service_selector,
+            "contextAwareResources": services, "settings": {}}),
         ),
     ]);
     let server = ServerBuilder::new(server_binary(), yml)
@@ -52,7 +74,10 @@ pub fn run(report: &mut Report, scale: &Scale) -> anyhow::Result<()> {
     let pod = review(pod("web", json!({"team": "a"}), &["nginx:1.27"]));
     let service = review(json!({"apiVersion": "v1", "kind": "Service",
         "metadata": {"name": "api", "namespace": namespace_name(SNAPSHOT_NAMESPACES / 2)}}));
-    let routes: [(&str, &str, &Value); 4] = [
+    let new_service = review(json!({"apiVersion": "v1", "kind": "Service",
+        "metadata": {"name": "new", "namespace": namespace_name(SNAPSHOT_NAMESPACES / 2)},
+        "spec": {"selector": {"app": "new"}}}));
+    let routes: [(&str, &str, &Value); 6] = [
         ("no-op route (no wasm)", "/noop", &pod),
         (
             "trivial legacy (deny-latest-tag)",
@@ -60,14 +85,24 @@ pub fn run(report: &mut Report, scale: &Scale) -> anyhow::Result<()> {
             &pod,
         ),
         (
-            "context-aware legacy, 10,000 namespaces",
+            "seed list of 10,000 namespaces (SDK 0.8 era, wapc-guest)",
             "/validate/context-legacy",
             &service,
         ),
         (
-            "context-aware component, 10,000 namespaces",
+            "get_resource of one namespace (SDK 0.17)",
+            "/validate/context-get",
+            &service,
+        ),
+        (
+            "get of one namespace (component, 0.2.0)",
             "/validate/context-component",
             &service,
+        ),
+        (
+            "10 services of one namespace of 100,000 (SDK 0.17)",
+            "/validate/context-by-namespace",
+            &new_service,
         ),
     ];
     // Every route must answer what a user expects before it is timed.
@@ -100,6 +135,7 @@ pub fn run(report: &mut Report, scale: &Scale) -> anyhow::Result<()> {
         ],
     );
     let mut floor = [0.0; CONCURRENCY.len()];
+    let mut rates = Vec::new();
     for (index, (name, path, json_body)) in routes.iter().enumerate() {
         let url = server.ip_url(path);
         let body = serde_json::to_vec(json_body)?;
@@ -111,6 +147,7 @@ pub fn run(report: &mut Report, scale: &Scale) -> anyhow::Result<()> {
             if index == 0 {
                 floor[c] = load.requests_per_second;
             }
+            rates.push(load.requests_per_second);
             table.row(vec![
                 text(*name),
                 text(concurrency.to_string()),
@@ -122,6 +159,19 @@ pub fn run(report: &mut Report, scale: &Scale) -> anyhow::Result<()> {
         }
     }
     report.add(table);
+    // The context-aware targets at 16 connections, against the trivial policy.
+    let at_16 = |route: usize| rates[route * CONCURRENCY.len() + 1];
+    for (route, name) in [
+        (3, "get_resource"),
+        (4, "component get"),
+        (5, "by-namespace list"),
+    ] {
+        report.at_least(
+            format!("{name} policy / trivial policy requests/s, c=16, 10,000 namespaces"),
+            at_16(route) / at_16(1),
+            0.5,
+        );
+    }
 
     // The target's ratio: the two routes in alternation at 16 connections, so drifting
     // load on the machine weighs on both; the median of the pairs.

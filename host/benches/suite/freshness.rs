@@ -1,21 +1,23 @@
-//! Freshness: from a change on the fake API server to the first evaluation that sees it.
-//! A namespace's label is taken away and given back, again and again; after each change
-//! the client asks the context-aware policy (which needs the label) until its verdict
-//! follows, and the time of that answer is the freshness of the change.
+//! Freshness: from a change on the fake API server to the first evaluation that sees it,
+//! with 10,000 namespaces and 100,000 services cached. A namespace's label is taken away
+//! and given back, again and again; after each change the client asks the context-aware
+//! policy (which reads that namespace with `get_resource`) until its verdict follows, and
+//! the time of that answer is the freshness of the change.
 
 use std::time::{Duration, Instant};
 
 use policy_server_e2e::ServerBuilder;
-use policy_server_e2e::fake_apiserver::{FakeApiServer, NAMESPACES};
+use policy_server_e2e::fake_apiserver::{FakeApiServer, NAMESPACES, SERVICES};
 use policy_server_e2e::requests::review;
 use serde_json::json;
 
-use crate::cluster::{namespace, namespace_name};
+use crate::cluster::{namespace, namespace_name, service};
 use crate::report::{Report, Table, num, text};
 use crate::stats::Stats;
 use crate::{Scale, async_runtime, policies_yml, server_binary};
 
-const NAMESPACES_IN_CLUSTER: usize = 1_000;
+const NAMESPACES_IN_CLUSTER: usize = 10_000;
+const SERVICES_IN_CLUSTER: usize = 100_000;
 const WATCHED: usize = 7;
 
 pub fn run(report: &mut Report, scale: &Scale) -> anyhow::Result<()> {
@@ -25,15 +27,28 @@ pub fn run(report: &mut Report, scale: &Scale) -> anyhow::Result<()> {
     for i in 0..NAMESPACES_IN_CLUSTER {
         api.apply(NAMESPACES, namespace(i));
     }
+    for i in 0..SERVICES_IN_CLUSTER {
+        let mut object = service(i);
+        object["metadata"]["namespace"] = serde_json::Value::from(namespace_name(i / 10));
+        api.apply(SERVICES, object);
+    }
     let dir = tempfile::tempdir()?;
     let kubeconfig = dir.path().join("kubeconfig");
     std::fs::write(&kubeconfig, api.kubeconfig())?;
-    let yml = policies_yml(&[(
-        "namespace-label",
-        json!({"module": wasm.service_namespace_label,
-               "contextAwareResources": [{"apiVersion": "v1", "kind": "Namespace"}],
-               "settings": {"namespace_label": "services-allowed"}}),
-    )]);
+    let yml = policies_yml(&[
+        (
+            "namespace-label",
+            json!({"module": wasm.namespace_label,
+                   "contextAwareResources": [{"apiVersion": "v1", "kind": "Namespace"}],
+                   "settings": {"namespace_label": "services-allowed"}}),
+        ),
+        // Services are cached too, so their reflector shares the machine.
+        (
+            "services",
+            json!({"module": wasm.unique_service_selector,
+                   "contextAwareResources": [{"apiVersion": "v1", "kind": "Service"}]}),
+        ),
+    ]);
     let server = ServerBuilder::new(server_binary(), yml)
         .arg("--kubeconfig")
         .arg(kubeconfig.display().to_string())
@@ -78,7 +93,7 @@ pub fn run(report: &mut Report, scale: &Scale) -> anyhow::Result<()> {
     let mut table = Table::new(
         "freshness",
         format!(
-            "Freshness: change on the API server to the first evaluation that sees it ({NAMESPACES_IN_CLUSTER} namespaces cached)"
+            "Freshness: change on the API server to the first evaluation that sees it ({NAMESPACES_IN_CLUSTER} namespaces, {SERVICES_IN_CLUSTER} services cached)"
         ),
         &[
             "changes",
@@ -96,7 +111,7 @@ pub fn run(report: &mut Report, scale: &Scale) -> anyhow::Result<()> {
         num(stats.mean, 2),
     ]);
     report.add(table);
-    report.at_most("freshness p99, ms", stats.p99, 100.0);
+    report.at_most("freshness p99, ms", stats.p99, 50.0);
     drop(api);
     Ok(())
 }

@@ -1,5 +1,5 @@
 //! Memory: the server's resident set with the cluster cache filled from the fake API
-//! server (10,000 namespaces, 10,000 services, 5,000 ingresses) beside the JSON size of
+//! server (10,000 namespaces, 100,000 services, 5,000 ingresses) beside the JSON size of
 //! those objects; then its resident set over a million requests, which must not grow.
 
 use std::time::Duration;
@@ -72,7 +72,12 @@ pub fn run(report: &mut Report, scale: &Scale) -> anyhow::Result<()> {
     let api = runtime.block_on(FakeApiServer::start());
     for i in 0..10_000 {
         api.apply(NAMESPACES, namespace(i));
-        api.apply(SERVICES, service(i));
+    }
+    // 10 per namespace.
+    for i in 0..100_000 {
+        let mut object = service(i);
+        object["metadata"]["namespace"] = json!(namespace_name(i / 10));
+        api.apply(SERVICES, object);
     }
     for i in 0..5_000 {
         api.apply(INGRESSES, ingress(i));
@@ -126,7 +131,7 @@ pub fn run(report: &mut Report, scale: &Scale) -> anyhow::Result<()> {
     );
     let mib = |bytes: u64| num(bytes as f64 / MIB, 1);
     table.row(vec![
-        text("JSON of the 25,000 cached objects"),
+        text("JSON of the 115,000 cached objects"),
         num(json_bytes as f64 / MIB, 1),
         text(""),
     ]);

@@ -86,11 +86,9 @@ impl Block {
         })
     }
 
-    /// The first item whose key is not below `(namespace, name)`.
-    fn lower_bound(&self, namespace: &str, name: &str) -> usize {
-        partition(self.items.len(), |i| {
-            ObjectKey::compare(self.key(i), namespace, name) == Ordering::Less
-        })
+    /// The first item whose key is not below `key`.
+    fn lower_bound(&self, key: &str) -> usize {
+        partition(self.items.len(), |i| self.key(i) < key)
     }
 
     /// The labels of an item, for a label selector: parsed from their place in the text.
@@ -267,14 +265,12 @@ impl KindIndex {
         Self::with_blocks(self.kind.clone(), self.scope, resource_version, blocks)
     }
 
-    /// Where `(namespace, name)` is, or would be: a block and an item in it.
-    fn locate(&self, namespace: &str, name: &str) -> (usize, usize) {
-        let block = partition(self.blocks.len(), |b| {
-            ObjectKey::compare(self.blocks[b].first_key(), namespace, name) != Ordering::Greater
-        })
-        .saturating_sub(1);
+    /// Where `key` is, or would be: a block and an item in it.
+    fn locate(&self, key: &str) -> (usize, usize) {
+        let block =
+            partition(self.blocks.len(), |b| self.blocks[b].first_key() <= key).saturating_sub(1);
         match self.blocks.get(block) {
-            Some(found) => (block, found.lower_bound(namespace, name)),
+            Some(found) => (block, found.lower_bound(key)),
             None => (0, 0),
         }
     }
@@ -333,7 +329,12 @@ impl KindSnapshot for KindIndex {
         labels: &LabelSelector,
         fields: &FieldSelector,
     ) -> Answer {
-        let mut answer = Answer::with_capacity(2 * self.blocks.len() + 2);
+        // A whole scan has two pieces a block at most; a namespace's run, a few.
+        let pieces = match namespace {
+            None => 2 * self.blocks.len() + 2,
+            Some(_) => 8,
+        };
+        let mut answer = Answer::with_capacity(pieces);
         answer.push(self.header.clone());
         let mut first = true;
         match namespace {
@@ -352,7 +353,7 @@ impl KindSnapshot for KindIndex {
             Some(namespace) => {
                 // The namespace's items are one run of keys: from `namespace/` on, for
                 // as long as they start with it.
-                let (mut block, mut start) = self.locate(namespace, "");
+                let (mut block, mut start) = self.locate(ObjectKey::new(namespace, "").as_str());
                 while let Some(current) = self.blocks.get(block) {
                     let end = start
                         + (start..current.items.len())
@@ -371,10 +372,11 @@ impl KindSnapshot for KindIndex {
     }
 
     fn get(&self, namespace: &str, name: &str) -> Option<Answer> {
-        let (block, index) = self.locate(namespace, name);
+        let key = ObjectKey::new(namespace, name);
+        let (block, index) = self.locate(key.as_str());
         let block = self.blocks.get(block)?;
         let item = block.items.get(index)?;
-        (ObjectKey::compare(block.key(index), namespace, name) == Ordering::Equal)
+        (block.key(index) == key.as_str())
             .then(|| Answer::whole(block.text.slice(item.start as usize..item.end as usize)))
     }
 }

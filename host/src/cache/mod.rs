@@ -9,7 +9,6 @@ pub mod reflector;
 pub mod review;
 pub mod snapshot_file;
 
-use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
 
@@ -22,20 +21,9 @@ use index::KindIndex;
 /// The latest snapshot of every cached kind. Writers (a reflector per kind) publish
 /// whole new snapshots; readers take a handle to the current one.
 pub struct ClusterState {
-    kinds: HashMap<LookupKey, KindSlot>,
-}
-
-/// Kinds are looked up ignoring case, as access rules match them.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-struct LookupKey(String, String);
-
-impl From<&ResourceKind> for LookupKey {
-    fn from(kind: &ResourceKind) -> Self {
-        Self(
-            kind.api_version.to_ascii_lowercase(),
-            kind.kind.to_ascii_lowercase(),
-        )
-    }
+    /// Looked up ignoring case, as access rules match kinds: a scan, as a server caches
+    /// a handful of kinds.
+    kinds: Vec<KindSlot>,
 }
 
 struct KindSlot {
@@ -54,26 +42,29 @@ enum SlotState {
 impl ClusterState {
     /// A cache for `kinds`, none of them available until first published.
     pub fn new(kinds: impl IntoIterator<Item = ResourceKind>) -> Self {
-        let kinds = kinds
-            .into_iter()
-            .map(|kind| {
-                let slot = KindSlot {
-                    kind: kind.clone(),
+        let mut slots: Vec<KindSlot> = Vec::new();
+        for kind in kinds {
+            if !slots.iter().any(|slot| slot.kind.matches(&kind)) {
+                slots.push(KindSlot {
+                    kind,
                     state: RwLock::new(SlotState::Pending),
-                };
-                (LookupKey::from(&kind), slot)
-            })
-            .collect();
-        Self { kinds }
+                });
+            }
+        }
+        Self { kinds: slots }
     }
 
     /// The cached kinds, spelled as configured.
     pub fn kinds(&self) -> impl Iterator<Item = &ResourceKind> {
-        self.kinds.values().map(|slot| &slot.kind)
+        self.kinds.iter().map(|slot| &slot.kind)
+    }
+
+    fn slot(&self, kind: &ResourceKind) -> Option<&KindSlot> {
+        self.kinds.iter().find(|slot| slot.kind.matches(kind))
     }
 
     fn set(&self, kind: &ResourceKind, state: SlotState) {
-        if let Some(slot) = self.kinds.get(&LookupKey::from(kind)) {
+        if let Some(slot) = self.slot(kind) {
             *slot.state.write().expect("cache lock poisoned") = state;
         }
     }
@@ -90,7 +81,7 @@ impl ClusterState {
 
     /// Whether every kind has completed its first list (or is known not to be served).
     pub fn all_synced(&self) -> bool {
-        self.kinds.values().all(|slot| {
+        self.kinds.iter().all(|slot| {
             !matches!(
                 *slot.state.read().expect("cache lock poisoned"),
                 SlotState::Pending
@@ -101,7 +92,7 @@ impl ClusterState {
     /// Fills every kind from a snapshot file's objects; kinds the file lacks are
     /// published empty.
     pub fn publish_file(&self, mut file: snapshot_file::Snapshot) {
-        for slot in self.kinds.values() {
+        for slot in &self.kinds {
             let index = file
                 .take(&slot.kind)
                 .unwrap_or_else(|| KindIndex::new(slot.kind.clone(), well_known_scope(&slot.kind)));
@@ -122,8 +113,7 @@ pub fn well_known_scope(kind: &ResourceKind) -> Scope {
 impl ClusterCache for ClusterState {
     fn snapshot(&self, kind: &ResourceKind) -> Result<Arc<dyn KindSnapshot>, CacheError> {
         let slot = self
-            .kinds
-            .get(&LookupKey::from(kind))
+            .slot(kind)
             .ok_or_else(|| CacheError::NotCached(kind.clone()))?;
         match &*slot.state.read().expect("cache lock poisoned") {
             SlotState::Ready(index) => Ok(index.clone()),

@@ -2,7 +2,6 @@
 //! key, serialized once, with the place of its labels in the text so selectors can read
 //! them without parsing the object.
 
-use std::cmp::Ordering;
 use std::collections::BTreeMap;
 use std::ops::Range;
 
@@ -27,14 +26,6 @@ impl ObjectKey {
     /// The key text's `(namespace, name)`.
     pub fn split(key: &str) -> (&str, &str) {
         key.split_once('/').unwrap_or(("", key))
-    }
-
-    /// How `key` compares with the key of `(namespace, name)`, without building it.
-    pub fn compare(key: &str, namespace: &str, name: &str) -> Ordering {
-        let target = [namespace.as_bytes(), b"/", name.as_bytes()];
-        key.as_bytes()
-            .iter()
-            .cmp(target.iter().flat_map(|part| part.iter()))
     }
 }
 
@@ -179,22 +170,13 @@ mod tests {
     }
 
     #[test]
-    fn keys_sort_as_etcd_keys_and_compare_without_being_built() {
+    fn keys_sort_as_etcd_keys_and_split_back() {
         // '-' sorts before '/': etcd lists namespace "a-b" before namespace "a".
         assert!(ObjectKey::new("a-b", "x") < ObjectKey::new("a", "x"));
-        let key = ObjectKey::new("shop", "web");
         assert_eq!(
-            ObjectKey::compare(key.as_str(), "shop", "web"),
-            Ordering::Equal
+            ObjectKey::split(ObjectKey::new("shop", "web").as_str()),
+            ("shop", "web")
         );
-        assert_eq!(
-            ObjectKey::compare(key.as_str(), "shop", "x"),
-            Ordering::Less
-        );
-        assert_eq!(
-            ObjectKey::compare(key.as_str(), "sho", "web"),
-            Ordering::Greater
-        );
-        assert_eq!(ObjectKey::split(key.as_str()), ("shop", "web"));
+        assert_eq!(ObjectKey::split("/cluster-scoped"), ("", "cluster-scoped"));
     }
 }
