@@ -22,6 +22,11 @@ use serde_json::{Value, json};
 use tokio::net::TcpListener;
 use tokio::sync::{broadcast, watch};
 
+mod apis;
+mod list;
+
+use apis::{discovery, review_access};
+
 /// A collection the fake serves, e.g. `/api/v1/namespaces`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Collection {
@@ -287,87 +292,6 @@ impl Store {
         self.history.push(event.clone());
         let _ = self.events.send(event);
     }
-
-    fn list(&self, collection: Collection) -> Value {
-        self.list_page(collection, None, None)
-            .expect("a whole list needs no continue token")
-    }
-
-    /// One page of a List: at most `limit` items after where `token` (a previous page's
-    /// `continue`) left off, and a `continue` of its own if more remain. The token is
-    /// opaque to clients; here it is the snapshot's resourceVersion and the last key
-    /// served, so deletions between pages skip nothing. It expires (410) when history is
-    /// compacted past it, as etcd's do.
-    fn list_page(
-        &self,
-        collection: Collection,
-        limit: Option<usize>,
-        token: Option<&str>,
-    ) -> Result<Value, (StatusCode, String)> {
-        let (snapshot_rv, after) = match token {
-            Some(token) => {
-                let mut parts = token.splitn(3, '/');
-                match (
-                    parts.next().and_then(|rv| rv.parse::<u64>().ok()),
-                    parts.next(),
-                    parts.next(),
-                ) {
-                    (Some(rv), Some(namespace), Some(name)) => {
-                        (rv, Some((namespace.to_owned(), name.to_owned())))
-                    }
-                    _ => {
-                        return Err((
-                            StatusCode::BAD_REQUEST,
-                            format!("invalid continue token {token}"),
-                        ));
-                    }
-                }
-            }
-            None => (self.resource_version, None),
-        };
-        if token.is_some() && snapshot_rv < self.compacted_below {
-            return Err((
-                StatusCode::GONE,
-                "The provided continue parameter is too old to display a consistent list result."
-                    .into(),
-            ));
-        }
-        let matching: Vec<(&(Collection, String, String), &Value)> = self
-            .objects
-            .iter()
-            .filter(|((c, namespace, name), _)| {
-                *c == collection
-                    && after.as_ref().is_none_or(|(ns, n)| {
-                        (namespace.as_str(), name.as_str()) > (ns.as_str(), n.as_str())
-                    })
-            })
-            .collect();
-        let limit = limit.filter(|&l| l > 0).unwrap_or(usize::MAX);
-        let page = &matching[..matching.len().min(limit)];
-        // Like the API server, list items carry no apiVersion/kind of their own.
-        let items: Vec<Value> = page
-            .iter()
-            .map(|(_, object)| {
-                let mut item = (*object).clone();
-                let map = item.as_object_mut().unwrap();
-                map.remove("apiVersion");
-                map.remove("kind");
-                item
-            })
-            .collect();
-        let mut metadata = json!({"resourceVersion": snapshot_rv.to_string()});
-        if let (true, Some(((_, namespace, name), _))) = (page.len() < matching.len(), page.last())
-        {
-            metadata["continue"] = json!(format!("{snapshot_rv}/{namespace}/{name}"));
-            metadata["remainingItemCount"] = json!(matching.len() - page.len());
-        }
-        Ok(json!({
-            "apiVersion": collection.api_version,
-            "kind": format!("{}List", collection.kind),
-            "metadata": metadata,
-            "items": items,
-        }))
-    }
 }
 
 fn object_key(collection: Collection, object: &Value) -> (Collection, String, String) {
@@ -486,68 +410,6 @@ fn handle(store: &Arc<Mutex<Store>>, request: Request<Incoming>) -> Response<Bod
         .headers_mut()
         .insert("content-type", "application/json".parse().unwrap());
     response
-}
-
-/// The APIResourceList of a group version (`/api/v1`, `/apis/<group>/<version>`).
-fn discovery(path: &str) -> Option<Value> {
-    let group_version = match path.strip_prefix("/api/") {
-        Some(version) => version.to_owned(),
-        None => path.strip_prefix("/apis/")?.to_owned(),
-    };
-    let resources: Vec<Value> = COLLECTIONS
-        .iter()
-        .filter(|c| c.api_version == group_version)
-        .flat_map(|c| {
-            let verbs = [
-                "create", "delete", "get", "list", "patch", "update", "watch",
-            ];
-            [
-                json!({"name": c.plural, "singularName": c.kind.to_lowercase(),
-                       "namespaced": c.namespaced, "kind": c.kind, "verbs": verbs}),
-                // Subresources share their parent's kind; discovery must skip them.
-                json!({"name": format!("{}/status", c.plural), "singularName": "",
-                       "namespaced": c.namespaced, "kind": c.kind, "verbs": ["get", "patch"]}),
-            ]
-        })
-        .collect();
-    (!resources.is_empty()).then(|| {
-        json!({"kind": "APIResourceList", "apiVersion": "v1",
-               "groupVersion": group_version, "resources": resources})
-    })
-}
-
-/// `POST .../subjectaccessreviews`: allowed if the user was allowed, denied otherwise.
-async fn review_access(store: &Arc<Mutex<Store>>, request: Request<Incoming>) -> Response<Body> {
-    let uri = request.uri().clone();
-    let method = request.method().clone();
-    let body = request
-        .into_body()
-        .collect()
-        .await
-        .map(|b| b.to_bytes())
-        .unwrap_or_default();
-    let mut store = store.lock().unwrap();
-    if !store.serving {
-        return json_response(
-            StatusCode::SERVICE_UNAVAILABLE,
-            &status(503, "ServiceUnavailable", "the API server is stopped"),
-        );
-    }
-    store.requests.push(format!("{method} {uri}"));
-    let Ok(mut review) = serde_json::from_slice::<Value>(&body) else {
-        return json_response(
-            StatusCode::BAD_REQUEST,
-            &status(400, "BadRequest", "not JSON"),
-        );
-    };
-    let user = review["spec"]["user"].as_str().unwrap_or_default();
-    let allowed = store.allowed_users.iter().any(|u| u == user);
-    review["status"] = if allowed {
-        json!({"allowed": true, "reason": "allowed by the fake API server"})
-    } else {
-        json!({"allowed": false})
-    };
-    json_response(StatusCode::CREATED, &review)
 }
 
 fn status(code: u16, reason: &str, message: &str) -> Value {

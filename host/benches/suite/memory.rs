@@ -141,7 +141,7 @@ pub fn run(report: &mut Report, scale: &Scale) -> anyhow::Result<()> {
         mib(empty.anonymous),
     ]);
     table.row(vec![
-        text("10,000 ns + 10,000 svc + 5,000 ingresses"),
+        text("10,000 ns + 100,000 svc + 5,000 ingresses"),
         mib(loaded.total),
         mib(loaded.anonymous),
     ]);
