@@ -78,7 +78,9 @@ impl Answer {
 
     /// The answer as text, in one buffer.
     pub fn to_text(&self) -> String {
-        String::from_utf8(self.to_bytes().to_vec()).expect("answers are built from JSON text")
+        let mut buffer = vec![0; self.len];
+        self.copy_to(&mut buffer);
+        String::from_utf8(buffer).expect("answers are built from JSON text")
     }
 }
 

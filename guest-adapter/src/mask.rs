@@ -59,13 +59,35 @@ impl FieldMask {
         self.apply(answer, |mask, object| mask.prune_object(object))
     }
 
-    /// Every item of a List, pruned.
+    /// Every item of a List, pruned. Items are parsed and written one at a time, so the
+    /// host holds one parsed object at most, however long the List.
     pub fn apply_to_list(&self, answer: &Answer) -> Answer {
-        self.apply(answer, |mask, list| {
-            if let Some(items) = list.get_mut("items").and_then(Value::as_array_mut) {
-                items.iter_mut().for_each(|item| mask.prune_object(item));
-            }
-        })
+        const ITEMS: &[u8] = b"\"items\":";
+        let text = answer.to_bytes();
+        let Some(at) = text.windows(ITEMS.len()).position(|w| w == ITEMS) else {
+            return answer.clone();
+        };
+        let items = at + ITEMS.len();
+        let mut out = Vec::with_capacity(text.len() / 2);
+        out.extend_from_slice(&text[..items]);
+        out.push(b'[');
+        let mut deserializer = serde_json::Deserializer::from_slice(&text[items..]);
+        serde::Deserializer::deserialize_seq(
+            &mut deserializer,
+            PruneItems {
+                mask: self,
+                out: &mut out,
+            },
+        )
+        .expect("the cache holds valid JSON");
+        // `items` is the List's last field, as the cache writes Lists: what follows the
+        // array's `]` closes the List.
+        let close = text
+            .iter()
+            .rposition(|&b| b == b']')
+            .unwrap_or(text.len() - 1);
+        out.extend_from_slice(&text[close..]);
+        Answer::from(String::from_utf8(out).expect("JSON text is UTF-8"))
     }
 
     fn apply(&self, answer: &Answer, prune: impl Fn(&Self, &mut Value)) -> Answer {
@@ -73,6 +95,32 @@ impl FieldMask {
             serde_json::from_slice(&answer.to_bytes()).expect("the cache holds valid JSON");
         prune(self, &mut value);
         Answer::from(value.to_string())
+    }
+}
+
+/// Writes each item of a JSON array, pruned, as it is read.
+struct PruneItems<'a> {
+    mask: &'a FieldMask,
+    out: &'a mut Vec<u8>,
+}
+
+impl<'de> serde::de::Visitor<'de> for PruneItems<'_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a List's items")
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut items: A) -> Result<(), A::Error> {
+        let mut first = true;
+        while let Some(mut item) = items.next_element::<Value>()? {
+            self.mask.prune_object(&mut item);
+            if !std::mem::take(&mut first) {
+                self.out.push(b',');
+            }
+            serde_json::to_writer(&mut *self.out, &item).expect("a JSON value always serializes");
+        }
+        Ok(())
     }
 }
 
@@ -132,6 +180,13 @@ mod tests {
             masked(&["spec", "spec.type"], service)["spec"],
             json!({"type": "ClusterIP"})
         );
+    }
+
+    #[test]
+    fn an_empty_list_stays_a_list() {
+        let mask = FieldMask::new(["spec"]).unwrap();
+        let list = r#"{"apiVersion":"v1","kind":"ServiceList","metadata":{},"items":[]}"#;
+        assert_eq!(mask.apply_to_list(&Answer::from(list)).to_text(), list);
     }
 
     #[test]

@@ -163,6 +163,28 @@ impl ListQuery {
     }
 }
 
+impl GetQuery {
+    /// A query from a guest's arguments: a name is needed.
+    pub fn parse(
+        kind: ResourceKind,
+        namespace: Option<String>,
+        name: String,
+    ) -> Result<Self, InvalidArgument> {
+        if name.is_empty() {
+            return Err(InvalidArgument {
+                field: "name",
+                reason: "must not be empty".into(),
+            });
+        }
+        Ok(Self {
+            kind,
+            namespace: given(namespace),
+            name,
+            mask: None,
+        })
+    }
+}
+
 /// Checks the kind a guest named: both parts are needed to find it.
 pub fn kind(api_version: String, kind: String) -> Result<ResourceKind, InvalidArgument> {
     if api_version.is_empty() {

@@ -35,6 +35,12 @@ pub struct ResourceAttributes {
 pub trait AccessReviewer: Send + Sync {
     /// The `SubjectAccessReviewStatus` JSON the API server answered (`allowed`, and
     /// `denied`, `reason`, `evaluationError` when present). A recent answer to the same
-    /// review may be reused unless `fresh` is asked for.
-    fn review(&self, review: &AccessReview, fresh: bool) -> Result<Bytes, String>;
+    /// review may be reused unless `fresh` is asked for. It waits at most `wait` (what is
+    /// left of the evaluation's time), if given.
+    fn review(
+        &self,
+        review: &AccessReview,
+        fresh: bool,
+        wait: Option<std::time::Duration>,
+    ) -> Result<Bytes, String>;
 }

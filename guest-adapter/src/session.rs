@@ -1,6 +1,7 @@
 //! One policy's view of the host, and one evaluation's use of it.
 
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use crate::access::AccessRules;
 use crate::answer::Answer;
@@ -101,6 +102,8 @@ impl PolicyContext {
 pub struct GuestSession {
     context: Arc<PolicyContext>,
     pinned: Vec<Arc<dyn KindSnapshot>>,
+    /// When the evaluation must end: a question to the API server waits no longer.
+    deadline: Option<Instant>,
 }
 
 impl GuestSession {
@@ -108,6 +111,7 @@ impl GuestSession {
         Self {
             context,
             pinned: Vec::new(),
+            deadline: None,
         }
     }
 
@@ -115,9 +119,11 @@ impl GuestSession {
         &self.context.policy_id
     }
 
-    /// Forgets pinned snapshots: the next evaluation in this session sees the latest cache.
-    pub fn reset(&mut self) {
+    /// Starts an evaluation that may take `timeout`: pinned snapshots are forgotten, so it
+    /// sees the latest cache.
+    pub fn begin(&mut self, timeout: Duration) {
         self.pinned.clear();
+        self.deadline = Some(Instant::now() + timeout);
     }
 
     pub(crate) fn invalid(&self, source: InvalidArgument) -> HostCallError {
@@ -212,8 +218,11 @@ impl GuestSession {
         let reviewer = context.reviewer.as_ref().ok_or_else(|| {
             failed("this server has no Kubernetes API to ask (it serves a cluster snapshot)".into())
         })?;
+        let left = self
+            .deadline
+            .map(|deadline| deadline.saturating_duration_since(Instant::now()));
         reviewer
-            .review(review, fresh)
+            .review(review, fresh, left)
             .map(Answer::whole)
             .map_err(failed)
     }

@@ -113,18 +113,10 @@ fn get_request(bytes: &[u8]) -> Result<WapcRequest, RouteError> {
     let request: GetRequest = payload(bytes)?;
     let kind =
         query::kind(request.api_version, request.kind).map_err(RouteError::InvalidArgument)?;
-    if request.name.is_empty() {
-        return Err(RouteError::InvalidArgument(query::InvalidArgument {
-            field: "name",
-            reason: "must not be empty".into(),
-        }));
-    }
-    Ok(WapcRequest::Cluster(ClusterQuery::Get(GetQuery {
-        kind,
-        namespace: given(request.namespace),
-        name: request.name,
-        mask: request.field_masks.and_then(FieldMask::new),
-    })))
+    let mut query = GetQuery::parse(kind, request.namespace, request.name)
+        .map_err(RouteError::InvalidArgument)?;
+    query.mask = request.field_masks.and_then(FieldMask::new);
+    Ok(WapcRequest::Cluster(ClusterQuery::Get(query)))
 }
 
 /// Turns the four waPC host-call strings into a request.

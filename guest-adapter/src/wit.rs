@@ -79,12 +79,7 @@ impl GuestSession {
         name: String,
     ) -> Result<Answer, ContextError> {
         let kind = self.wit_kind(api_version, kind)?;
-        let query = GetQuery {
-            kind,
-            namespace: query::given(namespace),
-            name,
-            mask: None,
-        };
+        let query = GetQuery::parse(kind, namespace, name).map_err(|e| self.invalid(e))?;
         Ok(self.query(&ClusterQuery::Get(query))?)
     }
 

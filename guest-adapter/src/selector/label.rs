@@ -277,9 +277,13 @@ impl<'a> Parser<'a> {
 
     fn integer_value(&mut self) -> Result<i64, String> {
         match self.next_value() {
-            Token::Identifier(value) => value.parse().map_err(|_| {
-                format!("for 'Gt', 'Lt' operators, the value must be an integer, not '{value}'")
-            }),
+            Token::Identifier(value) => {
+                // Validated as a label value first, as apimachinery does (`-1` is refused).
+                validate_value(value)?;
+                value.parse().map_err(|_| {
+                    format!("for 'Gt', 'Lt' operators, the value must be an integer, not '{value}'")
+                })
+            }
             other => Err(format!("found '{}', expected: identifier", other.text())),
         }
     }
@@ -383,13 +387,14 @@ fn is_label_name(text: &str) -> bool {
             .all(|&b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
 }
 
+/// apimachinery's `IsDNS1123Subdomain`: at most 253 characters in all (no limit per
+/// dot-separated part).
 fn is_dns_subdomain(text: &str) -> bool {
     !text.is_empty()
         && text.len() <= 253
         && text.split('.').all(|part| {
             let bytes = part.as_bytes();
             !bytes.is_empty()
-                && bytes.len() <= 63
                 && bytes[0].is_ascii_alphanumeric()
                 && bytes[bytes.len() - 1].is_ascii_alphanumeric()
                 && bytes

@@ -262,7 +262,12 @@ fn lists_by_namespace_and_selectors() {
 struct Reviewer;
 
 impl AccessReviewer for Reviewer {
-    fn review(&self, review: &AccessReview, _fresh: bool) -> Result<Bytes, String> {
+    fn review(
+        &self,
+        review: &AccessReview,
+        _fresh: bool,
+        _wait: Option<std::time::Duration>,
+    ) -> Result<Bytes, String> {
         Ok(Bytes::from(format!(
             r#"{{"allowed":{}}}"#,
             review.user == "admin"

@@ -65,7 +65,13 @@ impl ClusterState {
 
     fn set(&self, kind: &ResourceKind, state: SlotState) {
         if let Some(slot) = self.slot(kind) {
-            *slot.state.write().expect("cache lock poisoned") = state;
+            let previous = std::mem::replace(
+                &mut *slot.state.write().expect("cache lock poisoned"),
+                state,
+            );
+            // Freed after the lock is released: after a relist nothing of it is shared, and
+            // readers must not wait for a whole kind to be freed.
+            drop(previous);
         }
     }
 
@@ -184,10 +190,18 @@ pub async fn start(
             let mut resolved = Vec::new();
             let mut unserved = Vec::new();
             let mut unreachable = Vec::new();
-            for kind in kinds {
-                let asked =
-                    tokio::time::timeout(DISCOVERY_TIMEOUT, discovery::resolve(&client, &kind));
-                match asked.await {
+            // All kinds at once: an unreachable API server costs one timeout, not one a kind.
+            let asked = futures::future::join_all(kinds.into_iter().map(|kind| {
+                let client = &client;
+                async move {
+                    let found =
+                        tokio::time::timeout(DISCOVERY_TIMEOUT, discovery::resolve(client, &kind))
+                            .await;
+                    (kind, found)
+                }
+            }));
+            for (kind, found) in asked.await {
+                match found {
                     Ok(Ok(found)) => resolved.push(found),
                     Ok(Err(DiscoveryError::Unserved(reason))) => unserved.push((kind, reason)),
                     Ok(Err(DiscoveryError::Unreachable(e))) => {

@@ -31,7 +31,9 @@ pub async fn reflect(client: kube::Client, resolved: Resolved, state: Arc<Cluste
         while let Some(Some(event)) = stream.next().now_or_never() {
             reflector.handle(event);
         }
-        if let Some(publication) = reflector.take_publication() {
+        // A whole list rebuilds every block: off the runtime's task threads, which also
+        // serve admission requests.
+        if let Some(publication) = tokio::task::block_in_place(|| reflector.take_publication()) {
             state.publish(publication.index);
             if publication.relisted {
                 // It walks the whole heap: not on a runtime thread.

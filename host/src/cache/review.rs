@@ -20,6 +20,9 @@ const ANSWER_TTL: Duration = Duration::from_secs(5);
 const REVIEW_TIMEOUT: Duration = Duration::from_secs(5);
 /// Answers kept at most: a guest asking ever new questions cannot grow the cache.
 const MAX_ANSWERS: usize = 4096;
+/// The largest review asked (its JSON): a real one is a few hundred bytes, and the cache
+/// keys on the whole review, so this bounds it to 4096 × 16 KiB.
+const MAX_REVIEW_BYTES: usize = 16 << 10;
 
 pub struct ApiAccessReviewer {
     client: kube::Client,
@@ -46,21 +49,32 @@ impl ApiAccessReviewer {
 
     fn remember(&self, review: &AccessReview, answer: Bytes) {
         let mut answers = self.answers.lock().expect("answer cache poisoned");
+        answers.retain(|_, (at, _)| at.elapsed() < ANSWER_TTL);
         if answers.len() >= MAX_ANSWERS {
-            answers.retain(|_, (at, _)| at.elapsed() < ANSWER_TTL);
-            if answers.len() >= MAX_ANSWERS {
-                answers.clear();
-            }
+            answers.clear();
         }
         answers.insert(review.clone(), (Instant::now(), answer));
     }
 }
 
 impl AccessReviewer for ApiAccessReviewer {
-    fn review(&self, review: &AccessReview, fresh: bool) -> Result<Bytes, String> {
+    fn review(
+        &self,
+        review: &AccessReview,
+        fresh: bool,
+        wait: Option<Duration>,
+    ) -> Result<Bytes, String> {
+        let size = serde_json::to_vec(review).map_or(usize::MAX, |json| json.len());
+        if size > MAX_REVIEW_BYTES {
+            return Err(format!(
+                "a SubjectAccessReview of {size} bytes is over the limit of {MAX_REVIEW_BYTES}"
+            ));
+        }
         if !fresh && let Some(answer) = self.remembered(review) {
             return Ok(answer);
         }
+        // No longer than the evaluation has left: the deadline cannot stop a host call.
+        let wait = wait.map_or(REVIEW_TIMEOUT, |left| left.min(REVIEW_TIMEOUT));
         let attributes = &review.resource_attributes;
         let request = SubjectAccessReview {
             spec: SubjectAccessReviewSpec {
@@ -86,14 +100,49 @@ impl AccessReviewer for ApiAccessReviewer {
         let created = self
             .runtime
             .block_on(async {
-                tokio::time::timeout(REVIEW_TIMEOUT, api.create(&PostParams::default(), &request))
-                    .await
+                tokio::time::timeout(wait, api.create(&PostParams::default(), &request)).await
             })
-            .map_err(|_| format!("the API server did not answer within {REVIEW_TIMEOUT:?}"))?
+            .map_err(|_| format!("the API server did not answer within {wait:?}"))?
             .map_err(|e| format!("the API server refused the SubjectAccessReview: {e}"))?;
         let status = created.status.unwrap_or_default();
         let answer = Bytes::from(serde_json::to_vec(&status).expect("a status serializes"));
         self.remember(review, answer.clone());
         Ok(answer)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_oversized_review_is_refused_before_anything_is_asked() {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        // Nothing listens there: a review that got as far as asking would fail otherwise.
+        let config = kube::Config::new("http://127.0.0.1:9".parse().unwrap());
+        let client = runtime.block_on(async { kube::Client::try_from(config).unwrap() });
+        let reviewer = ApiAccessReviewer::new(client, runtime.handle().clone());
+        let review = AccessReview {
+            user: "u".repeat(MAX_REVIEW_BYTES),
+            groups: None,
+            resource_attributes: Default::default(),
+        };
+        let err = reviewer.review(&review, false, None).unwrap_err();
+        assert!(err.contains("is over the limit of 16384"), "{err}");
+        let small = AccessReview {
+            user: "u".into(),
+            ..review
+        };
+        let err = reviewer
+            .review(&small, false, Some(Duration::from_millis(200)))
+            .unwrap_err();
+        assert!(err.contains("refused") || err.contains("within"), "{err}");
+        assert!(
+            reviewer.answers.lock().unwrap().is_empty(),
+            "failures are not kept"
+        );
     }
 }

@@ -95,6 +95,14 @@ pub fn parse(text: &str) -> anyhow::Result<Snapshot> {
                 );
             };
             let kind = ResourceKind::new(api_version, kind);
+            if let Some(labels) = object["metadata"]["labels"].as_object()
+                && let Some((key, _)) = labels.iter().find(|(_, value)| !value.is_string())
+            {
+                bail!(
+                    "document {}: label {key} of a {kind} is not a string (quote it: \"1\", \"true\")",
+                    index + 1
+                );
+            }
             let namespaced = object["metadata"]["namespace"]
                 .as_str()
                 .is_some_and(|namespace| !namespace.is_empty());
@@ -155,6 +163,18 @@ items:
         )
         .unwrap();
         assert_eq!(kinds.count(&ResourceKind::services()), 1);
+    }
+
+    #[test]
+    fn labels_must_be_strings_as_on_the_api_server() {
+        let err =
+            parse("apiVersion: v1\nkind: Namespace\nmetadata: {name: a, labels: {version: 1}}\n")
+                .unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("label version of a v1/Namespace is not a string"),
+            "{err}"
+        );
     }
 
     #[test]

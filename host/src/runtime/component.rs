@@ -96,7 +96,11 @@ impl<'r> ComponentInstance<'r> {
         timeout: Duration,
     ) -> Result<Self, EvalError> {
         let state = ComponentState {
-            session: GuestSession::new(context),
+            session: {
+                let mut session = GuestSession::new(context);
+                session.begin(timeout);
+                session
+            },
             wasi: None,
             table: ResourceTable::new(),
             limits: MemoryCap::new(runtime.config().memory_limit_bytes),
@@ -131,7 +135,7 @@ impl<'r> ComponentInstance<'r> {
             // A reused instance: a new deadline, and a new look at the cluster cache.
             self.store
                 .set_epoch_deadline(self.runtime.deadline_ticks(self.timeout));
-            self.store.data_mut().session.reset();
+            self.store.data_mut().session.begin(self.timeout);
         }
         call(&self.bindings, &mut self.store)
             .map_err(|e| guest_error(&mut self.store, e, self.timeout))

@@ -172,7 +172,7 @@ impl<'r> WapcInstance<'r> {
             // A reused instance: a new deadline, and a new look at the cluster cache.
             self.store
                 .set_epoch_deadline(self.runtime.deadline_ticks(self.timeout));
-            self.store.data_mut().session.reset();
+            self.store.data_mut().session.begin(self.timeout);
         }
         let (op_len, payload_len) = (operation.len() as i32, payload.len() as i32);
         self.store.data_mut().exchange = Exchange {
@@ -216,7 +216,11 @@ fn instantiate(
     let state = WapcState {
         exchange: Exchange::default(),
         memory: None,
-        session: GuestSession::new(context),
+        session: {
+            let mut session = GuestSession::new(context);
+            session.begin(timeout);
+            session
+        },
         limits: MemoryCap::new(runtime.config().memory_limit_bytes),
         wasi: None,
         host_calls: 0,

@@ -54,6 +54,15 @@ fn matches_as_the_api_server_does() {
         // Keywords are plain words where a value stands.
         ("mode in (in, notin)", &[("mode", "notin")], true),
         ("example.com/team=a", &[("example.com/team", "a")], true),
+        // A prefix's parts are not limited to 63 characters, only the whole to 253.
+        (
+            "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa.io/x",
+            &[(
+                "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa.io/x",
+                "",
+            )],
+            true,
+        ),
     ];
     for (selector, labels, expected) in cases {
         assert_eq!(

@@ -11,7 +11,9 @@ use serde::de::{Deserializer, MapAccess, Visitor};
 pub(super) struct Labels<'a>(Vec<(Cow<'a, str>, Cow<'a, str>)>);
 
 impl<'a> Labels<'a> {
-    /// Labels from their JSON object, as the cache wrote it (empty text: none).
+    /// Labels from their JSON object, as the cache wrote it (empty text: none). The API
+    /// server and the snapshot loader only let string values in; anything else reads as
+    /// no labels rather than failing the evaluation.
     pub(super) fn parse(text: &'a [u8]) -> Self {
         if text.is_empty() {
             return Self::default();
@@ -19,7 +21,7 @@ impl<'a> Labels<'a> {
         let mut deserializer = serde_json::Deserializer::from_slice(text);
         deserializer
             .deserialize_map(LabelsVisitor)
-            .expect("the cache wrote these labels as a JSON object of strings")
+            .unwrap_or_default()
     }
 
     pub(super) fn get(&self, key: &str) -> Option<&str> {
