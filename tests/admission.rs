@@ -217,6 +217,42 @@ async fn invalid_settings_stop_the_start_with_the_policy_and_reason() {
 }
 
 #[tokio::test]
+async fn configuration_that_would_serve_the_wrong_thing_stops_the_start() {
+    let twice = format!(
+        "{}{}",
+        required_labels("labels", ""),
+        policy("labels", &wasm().deny_latest_tag, "")
+    );
+    let cases = [
+        (twice, vec![], "policy id 'labels' appears twice"),
+        (String::new(), vec![], "there are no policies in it"),
+        (
+            required_labels("labels", "  timeoutEvalSeconds: 0"),
+            vec![],
+            "timeoutEvalSeconds is 0",
+        ),
+        (
+            required_labels("labels", ""),
+            vec!["--policy-timeout", "100000000000000"],
+            "--policy-timeout is 100000000000000",
+        ),
+    ];
+    for (yml, args, reason) in cases {
+        let mut builder = builder(yml);
+        for arg in args {
+            builder = builder.arg(arg);
+        }
+        let (status, output) = builder.start_expecting_failure();
+        assert!(!status.success());
+        assert!(output.contains(reason), "{reason}: {output}");
+        assert!(
+            !output.contains("\"compiled\""),
+            "refused before compiling: {output}"
+        );
+    }
+}
+
+#[tokio::test]
 async fn continue_on_errors_serves_the_others_and_rejects_for_the_broken_one() {
     let broken = policy(
         "broken",
@@ -433,6 +469,19 @@ async fn bad_requests_get_clear_json_errors_and_the_server_keeps_serving() {
     assert_eq!(status, 400);
     assert!(
         body["message"].as_str().unwrap().contains("no `request`"),
+        "{body}"
+    );
+
+    // Without a uid the answer could not be matched: refused rather than answered with "".
+    let mut no_uid = review(pod("web", json!({"team": "a"}), &["nginx:1.27"]));
+    no_uid["request"].as_object_mut().unwrap().remove("uid");
+    let (status, body) = server.post_json("/validate/labels", &no_uid).await;
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap()
+            .contains("request.uid is missing"),
         "{body}"
     );
 

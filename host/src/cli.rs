@@ -155,6 +155,17 @@ async fn run(args: ServeArgs) -> anyhow::Result<()> {
         (1..=MAX_QUEUED_EVALUATIONS).contains(&queue),
         "--max-queued-evaluations must be between 1 and {MAX_QUEUED_EVALUATIONS}"
     );
+    crate::config::check_timeout("--policy-timeout", args.policy_timeout)?;
+    // Certificates are read before anything compiles: a bad one fails the start at once.
+    let tls = match (&args.cert_file, &args.key_file) {
+        (Some(cert), Some(key)) => Some(TlsAcceptor::from(crate::tls::server_config(cert, key)?)),
+        _ => {
+            tracing::warn!(
+                "no --cert-file/--key-file given: serving plain HTTP, which Kubernetes will not call"
+            );
+            None
+        }
+    };
     let file = PoliciesFile::load(&args.policies)?;
     let runtime = Arc::new(Runtime::new(RuntimeConfig {
         memory_limit_bytes: args.policy_memory_limit_mib << 20,
@@ -185,15 +196,6 @@ async fn run(args: ServeArgs) -> anyhow::Result<()> {
         tracing::info!(hits, misses, "compile cache");
     }
 
-    let tls = match (&args.cert_file, &args.key_file) {
-        (Some(cert), Some(key)) => Some(TlsAcceptor::from(crate::tls::server_config(cert, key)?)),
-        _ => {
-            tracing::warn!(
-                "no --cert-file/--key-file given: serving plain HTTP, which Kubernetes will not call"
-            );
-            None
-        }
-    };
     let socket = TcpListener::bind((args.addr, args.port))
         .await
         .with_context(|| format!("cannot listen on {}:{}", args.addr, args.port))?;

@@ -61,6 +61,14 @@ impl PolicyConfig {
         self.timeout_eval_seconds.map(Duration::from_secs)
     }
 
+    /// Checks what serde cannot: values within their bounds.
+    fn check(&self) -> anyhow::Result<()> {
+        if let Some(seconds) = self.timeout_eval_seconds {
+            check_timeout("timeoutEvalSeconds", seconds)?;
+        }
+        Ok(())
+    }
+
     /// Where the module file is, resolved against the directory of the policies file.
     pub fn module_path(&self, policies_dir: &Path) -> anyhow::Result<PathBuf> {
         let location = match self.module.split_once("://") {
@@ -74,6 +82,21 @@ impl PolicyConfig {
         };
         Ok(policies_dir.join(location))
     }
+}
+
+/// The longest evaluation: the API server waits at most 30 s for a webhook.
+pub const MAX_TIMEOUT_SECONDS: u64 = 30;
+
+/// A timeout of at least 1 s and at most [`MAX_TIMEOUT_SECONDS`]: 0 would reject
+/// everything, and a longer one pins a worker after the API server gave up.
+pub fn check_timeout(name: &str, seconds: u64) -> anyhow::Result<()> {
+    if !(1..=MAX_TIMEOUT_SECONDS).contains(&seconds) {
+        bail!(
+            "{name} is {seconds}: it must be between 1 and {MAX_TIMEOUT_SECONDS} seconds \
+             (the API server waits at most {MAX_TIMEOUT_SECONDS} s for a webhook)"
+        );
+    }
+    Ok(())
 }
 
 /// All policies of a `policies.yml`, by id, in a stable order.
@@ -91,10 +114,16 @@ impl PoliciesFile {
         Self::parse(&text, dir).with_context(|| format!("invalid policies file {}", path.display()))
     }
 
-    /// Parses each policy on its own, so an error names the policy it is about.
+    /// Parses each policy on its own, so an error names the policy it is about. A file
+    /// without policies, or with one id twice (which would silently replace a policy by
+    /// another), is refused.
     pub fn parse(text: &str, dir: PathBuf) -> anyhow::Result<Self> {
-        let raw: BTreeMap<String, serde_yaml::Value> =
+        let raw: Option<UniqueIds> =
             serde_yaml::from_str(text).context("expected a mapping from policy id to policy")?;
+        let raw = raw.map(|ids| ids.0).unwrap_or_default();
+        if raw.is_empty() {
+            bail!("there are no policies in it: nothing would be served");
+        }
         let mut policies = BTreeMap::new();
         for (id, value) in raw {
             if id.is_empty() || id.contains('/') {
@@ -102,9 +131,41 @@ impl PoliciesFile {
             }
             let policy: PolicyConfig =
                 serde_yaml::from_value(value).with_context(|| format!("policy '{id}'"))?;
+            policy.check().with_context(|| format!("policy '{id}'"))?;
             policies.insert(id, policy);
         }
         Ok(Self { dir, policies })
+    }
+}
+
+/// Policy ids to their entries, refusing an id that comes twice.
+struct UniqueIds(BTreeMap<String, serde_yaml::Value>);
+
+impl<'de> Deserialize<'de> for UniqueIds {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Ids;
+        impl<'de> serde::de::Visitor<'de> for Ids {
+            type Value = UniqueIds;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a mapping from policy id to policy")
+            }
+            fn visit_map<M: serde::de::MapAccess<'de>>(
+                self,
+                mut map: M,
+            ) -> Result<UniqueIds, M::Error> {
+                let mut ids = BTreeMap::new();
+                while let Some((id, policy)) = map.next_entry::<String, serde_yaml::Value>()? {
+                    if ids.contains_key(&id) {
+                        return Err(serde::de::Error::custom(format!(
+                            "policy id '{id}' appears twice: one would silently replace the other"
+                        )));
+                    }
+                    ids.insert(id, policy);
+                }
+                Ok(UniqueIds(ids))
+            }
+        }
+        deserializer.deserialize_map(Ids)
     }
 }
 
@@ -170,6 +231,37 @@ labels:
             PoliciesFile::parse("p:\n  module: registry://ghcr.io/x:v1\n", ".".into()).unwrap();
         let err = file.policies["p"].module_path(&file.dir).unwrap_err();
         assert!(err.to_string().contains("kwctl pull"), "{err}");
+    }
+
+    #[test]
+    fn refuses_what_would_serve_the_wrong_thing() {
+        let cases = [
+            (
+                "a:\n  module: a.wasm\nb:\n  module: b.wasm\na:\n  module: c.wasm\n",
+                "policy id 'a' appears twice",
+            ),
+            ("", "there are no policies"),
+            ("# only a comment\n", "there are no policies"),
+            ("{}", "there are no policies"),
+            (
+                "p:\n  module: a.wasm\n  timeoutEvalSeconds: 0\n",
+                "timeoutEvalSeconds is 0: it must be between 1 and 30",
+            ),
+            (
+                "p:\n  module: a.wasm\n  timeoutEvalSeconds: 100000000000000\n",
+                "it must be between 1 and 30",
+            ),
+        ];
+        for (text, reason) in cases {
+            let err = PoliciesFile::parse(text, ".".into()).unwrap_err();
+            let text_of = format!("{err:#}");
+            assert!(text_of.contains(reason), "{text:?}: {text_of}");
+        }
+        let fine = PoliciesFile::parse(
+            "p:\n  module: a.wasm\n  timeoutEvalSeconds: 30\n",
+            ".".into(),
+        );
+        assert!(fine.is_ok());
     }
 
     #[test]

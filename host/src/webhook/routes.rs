@@ -131,6 +131,13 @@ async fn route(
         .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, format!("no policy with id '{id}'")))?
         .clone();
     let review = read_review(state, request).await?;
+    // The answer must echo the uid, or the API server refuses it: say so now.
+    if endpoint != Endpoint::Raw && review.uid.is_empty() {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid request: request.uid is missing or empty; an AdmissionReview's answer must echo it",
+        ));
+    }
     // Overload is not a verdict: a 503 lets the API server apply the webhook's
     // failurePolicy.
     let outcome = state
