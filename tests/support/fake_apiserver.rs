@@ -101,7 +101,18 @@ struct Store {
 pub struct FakeApiServer {
     address: SocketAddr,
     store: Arc<Mutex<Store>>,
-    stop: Option<watch::Sender<bool>>,
+    /// What the accept loop does with a connection.
+    mode: watch::Sender<Mode>,
+}
+
+/// While stopped, the fake keeps its port and closes every connection at once, as a
+/// server that is down refuses them: if it let the port go, another process (the
+/// policy server under test, asking for any free port) could take it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    Serving,
+    Stopped,
+    Gone,
 }
 
 impl FakeApiServer {
@@ -123,9 +134,10 @@ impl FakeApiServer {
         let mut server = Self {
             address,
             store,
-            stop: None,
+            mode: watch::channel(Mode::Stopped).0,
         };
         server.serve(listener);
+        server.restart().await;
         server
     }
 
@@ -187,29 +199,26 @@ impl FakeApiServer {
         self.restart().await;
     }
 
-    /// Stops serving: open watches end and new connections are refused. Takes effect
-    /// before it returns: no event recorded afterwards reaches a watch opened before.
+    /// Stops serving: open watches end and new connections are closed at once. Takes
+    /// effect before it returns: no event recorded afterwards reaches a watch opened
+    /// before.
     pub fn stop(&mut self) {
         {
             let mut store = self.store.lock().unwrap();
             store.serving = false;
             store.epoch += 1;
         }
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(true);
-        }
+        self.mode.send_replace(Mode::Stopped);
     }
 
     /// Serves again on the same port, with the same objects.
     pub async fn restart(&mut self) {
-        let listener = loop {
-            match TcpListener::bind(self.address).await {
-                Ok(listener) => break listener,
-                // The old socket may take a moment to be released.
-                Err(_) => tokio::time::sleep(std::time::Duration::from_millis(20)).await,
-            }
-        };
-        self.serve(listener);
+        {
+            let mut store = self.store.lock().unwrap();
+            store.serving = true;
+            store.epoch += 1;
+        }
+        self.mode.send_replace(Mode::Serving);
     }
 
     /// SubjectAccessReviews for `user` are allowed from now on (all others are denied).
@@ -231,26 +240,30 @@ impl FakeApiServer {
         self.store.lock().unwrap().list(collection)
     }
 
+    /// The accept loop, for the fake's whole life; [`Mode`] says what a connection gets.
     fn serve(&mut self, listener: TcpListener) {
-        let (stop_tx, stop_rx) = watch::channel(false);
-        self.stop = Some(stop_tx);
-        {
-            let mut store = self.store.lock().unwrap();
-            store.serving = true;
-            store.epoch += 1;
-        }
         let store = self.store.clone();
+        let mut mode = self.mode.subscribe();
         tokio::spawn(async move {
-            let mut stopped = stop_rx.clone();
             loop {
                 let stream = tokio::select! {
                     accepted = listener.accept() => match accepted {
                         Ok((stream, _)) => stream,
                         Err(_) => continue,
                     },
-                    _ = stopped.changed() => return,
+                    changed = mode.changed() => {
+                        if changed.is_err() || *mode.borrow() == Mode::Gone {
+                            return;
+                        }
+                        continue;
+                    }
                 };
-                let (store, mut stopped) = (store.clone(), stop_rx.clone());
+                if *mode.borrow() != Mode::Serving {
+                    drop(stream);
+                    continue;
+                }
+                // The connection ends at the next change of mode (a stop).
+                let (store, mut changed) = (store.clone(), mode.clone());
                 tokio::spawn(async move {
                     let service = hyper::service::service_fn(move |request: Request<Incoming>| {
                         let store = store.clone();
@@ -266,7 +279,7 @@ impl FakeApiServer {
                     let connection = builder.serve_connection(TokioIo::new(stream), service);
                     tokio::select! {
                         _ = connection => {}
-                        _ = stopped.changed() => {}
+                        _ = changed.changed() => {}
                     }
                 });
             }
@@ -277,6 +290,7 @@ impl FakeApiServer {
 impl Drop for FakeApiServer {
     fn drop(&mut self) {
         self.stop();
+        self.mode.send_replace(Mode::Gone);
     }
 }
 

@@ -270,7 +270,8 @@ async fn discover_then_reflect(
             }
             Err(DiscoveryError::Unreachable(e)) => {
                 tracing::debug!(%kind, error = %e, "API discovery still failing");
-                delay = (delay * 2).min(std::time::Duration::from_secs(30));
+                // One small GET: cheap to repeat, and a slow retry would hold readiness back.
+                delay = (delay * 2).min(std::time::Duration::from_secs(5));
             }
         }
     }
