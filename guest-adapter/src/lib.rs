@@ -17,6 +17,7 @@ pub mod query;
 pub mod review;
 pub mod selector;
 pub mod session;
+pub mod untrusted;
 pub mod wapc;
 pub mod wit;
 
@@ -26,3 +27,4 @@ pub use cluster::{CacheError, ClusterCache, KindSnapshot, NoCluster, Scope};
 pub use query::{ClusterQuery, GetQuery, ListQuery, ResourceKind};
 pub use review::{AccessReview, AccessReviewer};
 pub use session::{GuestSession, HostCallError, PolicyContext};
+pub use untrusted::{capped, untrusted};

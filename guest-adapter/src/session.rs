@@ -8,6 +8,7 @@ use crate::answer::Answer;
 use crate::cluster::{CacheError, ClusterCache, KindSnapshot, Scope};
 use crate::query::{ClusterQuery, GetQuery, InvalidArgument, ListQuery, ResourceKind};
 use crate::review::{AccessReview, AccessReviewer};
+use crate::untrusted::{LogBudget, MAX_LOGGED_BYTES_PER_EVALUATION};
 
 /// Why a guest's request was not answered. The message is what the guest receives.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -104,6 +105,8 @@ pub struct GuestSession {
     pinned: Vec<Arc<dyn KindSnapshot>>,
     /// When the evaluation must end: a question to the API server waits no longer.
     deadline: Option<Instant>,
+    /// What is left of this evaluation's allowance of guest log output.
+    log_budget: LogBudget,
 }
 
 impl GuestSession {
@@ -112,6 +115,7 @@ impl GuestSession {
             context,
             pinned: Vec::new(),
             deadline: None,
+            log_budget: LogBudget::default(),
         }
     }
 
@@ -124,6 +128,23 @@ impl GuestSession {
     pub fn begin(&mut self, timeout: Duration) {
         self.pinned.clear();
         self.deadline = Some(Instant::now() + timeout);
+        self.log_budget = LogBudget::default();
+    }
+
+    /// Whether a line of `bytes` of the guest's own output may go to the server's log.
+    /// The first line over this evaluation's allowance is replaced by a warning saying so.
+    pub fn admit_guest_log(&mut self, bytes: usize) -> bool {
+        let first_drop = self.log_budget.dropped() == 0;
+        let admitted = self.log_budget.take(bytes);
+        if !admitted && first_drop {
+            tracing::warn!(
+                target: "policy_log",
+                policy = %self.policy_id(),
+                limit_bytes = MAX_LOGGED_BYTES_PER_EVALUATION,
+                "the policy wrote more log output than one evaluation may; the rest is dropped"
+            );
+        }
+        admitted
     }
 
     pub(crate) fn invalid(&self, source: InvalidArgument) -> HostCallError {

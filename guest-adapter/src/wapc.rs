@@ -14,6 +14,7 @@ use crate::mask::FieldMask;
 use crate::query::{self, ClusterQuery, GetQuery, ListQuery, ResourceKind, given};
 use crate::review::AccessReview;
 use crate::session::{GuestSession, HostCallError};
+use crate::untrusted::untrusted;
 
 /// A waPC host call, understood.
 #[derive(Debug, Clone, PartialEq)]
@@ -183,27 +184,22 @@ impl GuestSession {
             WapcRequest::Cluster(query) => self.query(&query),
             WapcRequest::CanI { review, fresh } => self.can_i(&review, fresh),
             WapcRequest::Log(event) => {
-                log(self.policy_id(), event);
+                log(self, event);
                 Ok(Answer::default())
             }
         }
     }
 }
 
-/// Longest guest log message kept; a chatty guest cannot flood the host's log.
-const MAX_LOG_MESSAGE_BYTES: usize = 64 << 10;
-
-/// Re-emits a guest's log line as a host log event, tagged with the policy.
-fn log(policy: &str, event: LogEvent) {
-    let fields = serde_json::Value::Object(event.fields);
-    let mut message = event.message;
-    if message.len() > MAX_LOG_MESSAGE_BYTES {
-        let cut = (0..=MAX_LOG_MESSAGE_BYTES)
-            .rev()
-            .find(|&i| message.is_char_boundary(i))
-            .unwrap_or(0);
-        message.truncate(cut);
+/// Re-emits a guest's log line as a host log event, tagged with the policy: escaped,
+/// capped, and within the evaluation's allowance.
+fn log(session: &mut GuestSession, event: LogEvent) {
+    let fields = serde_json::Value::Object(event.fields).to_string();
+    if !session.admit_guest_log(event.message.len() + fields.len()) {
+        return;
     }
+    let policy = session.policy_id().as_ref();
+    let (message, fields) = (untrusted(&event.message), untrusted(&fields));
     match event.level.as_str() {
         "trace" => tracing::trace!(target: "policy_log", policy, %fields, "{message}"),
         "debug" => tracing::debug!(target: "policy_log", policy, %fields, "{message}"),

@@ -32,6 +32,9 @@ pub struct IncomingReview {
     /// The `request` exactly as received.
     pub request: Arc<RawValue>,
     pub uid: String,
+    /// The review is of a Secret: text a policy wrote about it may quote its `data`, so
+    /// it is never logged.
+    pub reviews_secret: bool,
 }
 
 impl IncomingReview {
@@ -48,6 +51,15 @@ impl IncomingReview {
         struct RequestHeader {
             #[serde(default)]
             uid: Option<String>,
+            #[serde(default)]
+            kind: Option<KindHeader>,
+        }
+        #[derive(Deserialize)]
+        struct KindHeader {
+            #[serde(default)]
+            group: String,
+            #[serde(default)]
+            kind: String,
         }
         let envelope: Envelope = serde_json::from_slice(body).map_err(ParseError::Json)?;
         let request = envelope.request.ok_or(ParseError::MissingRequest)?;
@@ -65,6 +77,9 @@ impl IncomingReview {
                 .unwrap_or_else(|| ADMISSION_API_VERSION.to_owned()),
             request: request.into(),
             uid: header.uid.unwrap_or_default(),
+            reviews_secret: header
+                .kind
+                .is_some_and(|k| k.group.is_empty() && k.kind == "Secret"),
         })
     }
 
@@ -158,6 +173,9 @@ impl OutgoingReview {
         }
     }
 }
+
+#[cfg(test)]
+mod properties;
 
 #[cfg(test)]
 mod tests {

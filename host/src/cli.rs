@@ -16,9 +16,11 @@ use guest_adapter::{ClusterCache, NoCluster, ResourceKind};
 
 use crate::cache::{CacheSource, Cluster};
 use crate::config::PoliciesFile;
-use crate::policy::{DEFAULT_QUEUED_PER_WORKER, Evaluator, LoadOptions, load_policies};
+use crate::policy::{
+    DEFAULT_QUEUED_PER_WORKER, Evaluator, LoadOptions, WorkerLimits, load_policies,
+};
 use crate::runtime::{Runtime, RuntimeConfig};
-use crate::webhook::{AppState, Listener, Readiness, serve};
+use crate::webhook::{AppState, Listener, Readiness, ServerLimits, ShutdownTiming, serve};
 
 #[derive(Debug, Parser)]
 #[command(name = "policy-server", version, about)]
@@ -77,9 +79,54 @@ struct ServeArgs {
     /// server applies the webhook's failurePolicy (default: 128 per worker).
     #[arg(long, env = "POLICY_SERVER_MAX_QUEUED_EVALUATIONS")]
     max_queued_evaluations: Option<usize>,
+    /// Workers one policy may hold at once, so a policy that runs to its timeout leaves
+    /// the others a worker (default: all but one).
+    #[arg(long, env = "POLICY_SERVER_MAX_WORKERS_PER_POLICY")]
+    max_workers_per_policy: Option<usize>,
     /// Largest request body accepted, in bytes (kube-apiserver's own limit is 3 MiB).
     #[arg(long, env = "POLICY_SERVER_MAX_REQUEST_BODY_BYTES", default_value_t = 3 << 20)]
     max_request_body_bytes: usize,
+    /// Bytes that request bodies being read or evaluated may hold, all clients together;
+    /// beyond that a request gets 503 at once.
+    #[arg(long, env = "POLICY_SERVER_MAX_BODY_BYTES_IN_FLIGHT", default_value_t = 64 << 20)]
+    max_body_bytes_in_flight: usize,
+    /// Connections open at once; beyond that a new one is closed as it is accepted.
+    #[arg(long, env = "POLICY_SERVER_MAX_CONNECTIONS", default_value_t = 1024)]
+    max_connections: usize,
+    /// Seconds a new connection has to finish its TLS handshake and send a request's
+    /// headers (and a kept-alive one, a request's headers once they begin).
+    #[arg(
+        long,
+        env = "POLICY_SERVER_HEADER_TIMEOUT_SECONDS",
+        default_value_t = 10
+    )]
+    header_timeout_seconds: u64,
+    /// Seconds a request's body has to arrive once its headers have.
+    #[arg(long, env = "POLICY_SERVER_BODY_TIMEOUT_SECONDS", default_value_t = 10)]
+    body_timeout_seconds: u64,
+    /// Seconds a connection may stay open with no request; more than the API server's
+    /// client keeps idle connections (90 s), so it is the client that closes them.
+    #[arg(
+        long,
+        env = "POLICY_SERVER_IDLE_TIMEOUT_SECONDS",
+        default_value_t = 120
+    )]
+    idle_timeout_seconds: u64,
+    /// On SIGTERM, seconds to keep serving (not ready) while Kubernetes updates endpoints.
+    #[arg(
+        long,
+        env = "POLICY_SERVER_SHUTDOWN_DRAIN_SECONDS",
+        default_value_t = 5
+    )]
+    shutdown_drain_seconds: u64,
+    /// On SIGTERM, seconds within which the server has exited, drain included: below the
+    /// pod's terminationGracePeriodSeconds (30 by default).
+    #[arg(
+        long,
+        env = "POLICY_SERVER_SHUTDOWN_GRACE_SECONDS",
+        default_value_t = 25
+    )]
+    shutdown_grace_seconds: u64,
     /// Serve cluster context from this file (YAML documents or JSON; objects or Lists)
     /// instead of the Kubernetes API.
     #[arg(long, env = "POLICY_SERVER_CLUSTER_SNAPSHOT")]
@@ -131,7 +178,12 @@ pub fn main() -> ExitCode {
 fn init_logging(args: &ServeArgs) -> anyhow::Result<()> {
     let filter = tracing_subscriber::EnvFilter::try_new(&args.log_level)
         .with_context(|| format!("invalid --log-level '{}'", args.log_level))?;
-    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    // Colours only for a person at a terminal: in a log file they are noise, and a log
+    // that never holds an escape sequence is one a forged sequence cannot hide in.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stdout());
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(ansi);
     match args.log_fmt {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().flatten_event(true).init(),
@@ -156,9 +208,25 @@ async fn run(args: ServeArgs) -> anyhow::Result<()> {
         "--max-queued-evaluations must be between 1 and {MAX_QUEUED_EVALUATIONS}"
     );
     crate::config::check_timeout("--policy-timeout", args.policy_timeout)?;
+    let (server_limits, shutdown_timing) = server_limits(&args)?;
+    let worker_limits = WorkerLimits {
+        workers,
+        queued: queue,
+        workers_per_policy: args
+            .max_workers_per_policy
+            .unwrap_or_else(|| WorkerLimits::default_workers_per_policy(workers)),
+    };
+    anyhow::ensure!(
+        (1..=workers).contains(&worker_limits.workers_per_policy),
+        "--max-workers-per-policy must be between 1 and the number of workers ({workers})"
+    );
     // Certificates are read before anything compiles: a bad one fails the start at once.
     let tls = match (&args.cert_file, &args.key_file) {
-        (Some(cert), Some(key)) => Some(TlsAcceptor::from(crate::tls::server_config(cert, key)?)),
+        (Some(cert), Some(key)) => {
+            let (config, certificate) = crate::tls::server_config(cert, key)?;
+            certificate.watch();
+            Some(TlsAcceptor::from(config))
+        }
         _ => {
             tracing::warn!(
                 "no --cert-file/--key-file given: serving plain HTTP, which Kubernetes will not call"
@@ -210,23 +278,107 @@ async fn run(args: ServeArgs) -> anyhow::Result<()> {
 
     let readiness = Readiness::new(cache);
     let policy_count = policies.len();
-    let state = Arc::new(AppState {
-        evaluator: Evaluator::new(runtime, policies, workers, queue),
-        max_body_bytes: args.max_request_body_bytes,
-        readiness: readiness.clone(),
-        noop_route: args.enable_noop_route,
-    });
+    let state = Arc::new(AppState::new(
+        Evaluator::new(runtime, policies, worker_limits),
+        server_limits,
+        readiness.clone(),
+        args.enable_noop_route,
+    ));
     tracing::info!(
         address = %socket.local_addr()?,
         tls = tls.is_some(),
         policies = policy_count,
         workers,
+        workers_per_policy = worker_limits.workers_per_policy,
         "listening"
     );
     readiness.set_serving();
-    serve(Listener { socket, tls }, probes, state, shutdown).await;
+    serve(
+        Listener { socket, tls },
+        probes,
+        state,
+        shutdown_timing,
+        shutdown,
+    )
+    .await;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// The connection, body and shutdown bounds the flags ask for, checked.
+fn server_limits(args: &ServeArgs) -> anyhow::Result<(ServerLimits, ShutdownTiming)> {
+    let seconds = Duration::from_secs;
+    let limits = ServerLimits {
+        max_connections: args.max_connections,
+        header_timeout: seconds(args.header_timeout_seconds),
+        body_timeout: seconds(args.body_timeout_seconds),
+        idle_timeout: seconds(args.idle_timeout_seconds),
+        max_body_bytes: args.max_request_body_bytes,
+        body_bytes_in_flight: args.max_body_bytes_in_flight,
+        ..ServerLimits::default()
+    };
+    for (flag, value) in [
+        ("--header-timeout-seconds", args.header_timeout_seconds),
+        ("--body-timeout-seconds", args.body_timeout_seconds),
+        ("--idle-timeout-seconds", args.idle_timeout_seconds),
+        ("--shutdown-grace-seconds", args.shutdown_grace_seconds),
+    ] {
+        anyhow::ensure!(value > 0, "{flag} must be at least 1");
+    }
+    anyhow::ensure!(
+        limits.max_connections > 0,
+        "--max-connections must be at least 1"
+    );
+    anyhow::ensure!(
+        limits.body_bytes_in_flight >= limits.max_body_bytes,
+        "--max-body-bytes-in-flight ({}) must hold at least one body of --max-request-body-bytes ({})",
+        limits.body_bytes_in_flight,
+        limits.max_body_bytes
+    );
+    let timing = ShutdownTiming {
+        drain_delay: seconds(args.shutdown_drain_seconds),
+        grace_period: seconds(args.shutdown_grace_seconds),
+    };
+    anyhow::ensure!(
+        timing.drain_delay < timing.grace_period,
+        "--shutdown-drain-seconds must be less than --shutdown-grace-seconds"
+    );
+    raise_open_file_limit(limits.max_connections);
+    Ok((limits, timing))
+}
+
+/// Each connection is a file descriptor: the soft limit is raised to the hard one (as
+/// Go and nginx do), and a cap the process cannot honour is reported.
+fn raise_open_file_limit(max_connections: usize) {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit only read and write the struct passed.
+    let soft = unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 {
+            return;
+        }
+        if limit.rlim_cur < limit.rlim_max {
+            let raised = libc::rlimit {
+                rlim_cur: limit.rlim_max,
+                rlim_max: limit.rlim_max,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
+                limit.rlim_cur = limit.rlim_max;
+            }
+        }
+        limit.rlim_cur
+    };
+    // Policies, the cache's connections and the listeners need descriptors too.
+    let reserved = 64;
+    if (max_connections as u64).saturating_add(reserved) > soft as u64 {
+        tracing::warn!(
+            max_connections,
+            open_file_limit = soft,
+            "--max-connections is above what the open-file limit allows; clients beyond it fail to connect"
+        );
+    }
 }
 
 /// Starts the cluster cache for the kinds any policy was granted to read; none if no

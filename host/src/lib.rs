@@ -10,5 +10,6 @@ pub mod cli;
 pub mod config;
 pub mod policy;
 pub mod runtime;
+pub mod throttle;
 pub mod tls;
 pub mod webhook;

@@ -53,6 +53,7 @@ pub struct ServerBuilder {
     policies_yml: String,
     args: Vec<String>,
     tls: bool,
+    text_log: bool,
 }
 
 impl ServerBuilder {
@@ -63,6 +64,7 @@ impl ServerBuilder {
             policies_yml: policies_yml.into(),
             args: Vec::new(),
             tls: true,
+            text_log: false,
         }
     }
 
@@ -73,6 +75,13 @@ impl ServerBuilder {
 
     pub fn plain_http(mut self) -> Self {
         self.tls = false;
+        self
+    }
+
+    /// Logs in the text format (as a person reads it) instead of JSON; `wait_for_log`
+    /// then finds nothing, `log()` has the lines.
+    pub fn text_log(mut self) -> Self {
+        self.text_log = true;
         self
     }
 
@@ -93,6 +102,7 @@ impl ServerBuilder {
             base_url: format!("{scheme}://localhost:{}", address.port()),
             client: client.build().unwrap(),
             launched,
+            certs,
             _dir: dir,
         }
     }
@@ -120,7 +130,8 @@ impl ServerBuilder {
         let mut command = Command::new(&self.binary);
         command
             .arg("serve")
-            .args(["--addr", "127.0.0.1", "--port", "0", "--log-fmt", "json"])
+            .args(["--addr", "127.0.0.1", "--port", "0", "--log-fmt"])
+            .arg(if self.text_log { "text" } else { "json" })
             .arg("--policies")
             .arg(&policies)
             .args(&self.args)
@@ -148,10 +159,7 @@ impl ServerBuilder {
                     }
                 });
                 for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                    if let Ok(event) = serde_json::from_str::<Value>(&line)
-                        && event["message"] == "listening"
-                    {
-                        let address = event["address"].as_str().unwrap().parse().unwrap();
+                    if let Some(address) = listening_address(&line) {
                         let _ = address_tx.send(address);
                     }
                     output.lock().unwrap().push(line);
@@ -170,6 +178,20 @@ impl ServerBuilder {
             certs,
         )
     }
+}
+
+/// The address in the server's "listening" line, in either log format.
+fn listening_address(line: &str) -> Option<SocketAddr> {
+    if let Ok(event) = serde_json::from_str::<Value>(line) {
+        return (event["message"] == "listening")
+            .then(|| event["address"].as_str()?.parse().ok())
+            .flatten();
+    }
+    if !line.contains("listening") {
+        return None;
+    }
+    let address = line.split_once("address=")?.1;
+    address.split_whitespace().next()?.parse().ok()
 }
 
 struct Launched {
@@ -199,10 +221,16 @@ pub struct Server {
     pub base_url: String,
     pub client: reqwest::Client,
     launched: Launched,
+    certs: Option<TestCerts>,
     _dir: tempfile::TempDir,
 }
 
 impl Server {
+    /// The certificate and key files the server was started with (TLS only).
+    pub fn certs(&self) -> Option<&TestCerts> {
+        self.certs.as_ref()
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base_url)
     }
@@ -296,6 +324,34 @@ impl Server {
     /// `localhost` to the address it listens on.
     pub fn ip_url(&self, path: &str) -> String {
         self.url(path).replacen("://localhost:", "://127.0.0.1:", 1)
+    }
+
+    /// The server's resident memory, in bytes.
+    pub fn rss_bytes(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap();
+        let kib: u64 = status
+            .lines()
+            .find_map(|line| line.strip_prefix("VmRSS:"))
+            .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
+            .expect("VmRSS in /proc/PID/status");
+        kib << 10
+    }
+
+    /// The loopback address the server listens on.
+    pub fn address(&self) -> SocketAddr {
+        let port = self.base_url.rsplit(':').next().unwrap().parse().unwrap();
+        SocketAddr::from(([127, 0, 0, 1], port))
+    }
+
+    /// Sends SIGTERM without waiting.
+    pub fn signal_terminate(&self) {
+        let pid = self.launched.child.id().to_string();
+        Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+    }
+
+    /// Waits for the process to exit.
+    pub fn wait(&mut self) -> ExitStatus {
+        self.launched.child.wait().unwrap()
     }
 
     /// Sends SIGTERM and waits for the process to exit.

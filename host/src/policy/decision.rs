@@ -7,6 +7,7 @@ use crate::admission::{
     AdmissionResponse, IncomingReview, ParseError, Status, StatusCause, StatusDetails,
 };
 use crate::runtime::EvalError;
+use guest_adapter::untrusted::{MAX_ANSWERED_BYTES, capped, untrusted};
 
 /// Which endpoint asked; they differ in what they may return.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -37,20 +38,33 @@ pub fn decide(
     let mut response = match outcome {
         Ok(verdict) => from_verdict(policy, endpoint, review, verdict),
         Err(err) => {
-            tracing::warn!(policy = %policy.id, %uid, error = %err, "evaluation failed");
+            let error = err.to_string();
+            if let Some(left_out) = policy.failure_log.admit() {
+                tracing::warn!(
+                    policy = %policy.id,
+                    uid = %untrusted(&uid),
+                    error = %loggable(review, &error),
+                    similar_left_out = left_out,
+                    "evaluation failed"
+                );
+            }
             rejection(
                 uid,
                 Some(INTERNAL_ERROR),
-                format!("internal server error: policy '{}': {err}", policy.id),
+                format!(
+                    "internal server error: policy '{}': {}",
+                    policy.id,
+                    capped(&error, MAX_ANSWERED_BYTES)
+                ),
             )
         }
     };
     if policy.mode == PolicyMode::Monitor && endpoint != Endpoint::Audit {
         tracing::info!(
             policy = %policy.id,
-            uid = %response.uid,
+            uid = %untrusted(&response.uid),
             allowed = response.allowed,
-            reason = response.status.as_ref().and_then(|s| s.message.as_deref()),
+            reason = response.status.as_ref().and_then(|s| s.message.as_deref()).map(|m| loggable(review, m)),
             mutated = response.patch.is_some(),
             "policy evaluation (monitor mode): request allowed whatever the decision"
         );
@@ -92,14 +106,19 @@ fn from_verdict(
     let mut response = AdmissionResponse {
         uid: review.uid.clone(),
         allowed: verdict.accepted,
-        warnings: verdict.warnings.filter(|w| !w.is_empty()),
+        warnings: verdict
+            .warnings
+            .filter(|w| !w.is_empty())
+            .map(capped_warnings),
         audit_annotations: verdict.audit_annotations.filter(|a| !a.is_empty()),
         ..Default::default()
     };
     if !verdict.accepted {
         response.status = Some(Status {
             code: verdict.code,
-            message: verdict.message,
+            message: verdict
+                .message
+                .map(|m| capped(&m, MAX_ANSWERED_BYTES).into_owned()),
             details: None,
         });
         return response;
@@ -133,6 +152,29 @@ fn from_verdict(
             ),
         ),
     }
+}
+
+/// Text a policy wrote, as it may be logged: escaped and capped, and withheld entirely
+/// for a Secret, whose `data` it may quote.
+fn loggable(review: &IncomingReview, text: &str) -> String {
+    if review.reviews_secret {
+        format!("({} bytes withheld: the request is a Secret)", text.len())
+    } else {
+        untrusted(text).to_string()
+    }
+}
+
+/// Most warnings a response carries (kube-apiserver itself keeps at most 4 KiB of them).
+const MAX_WARNINGS: usize = 32;
+
+fn capped_warnings(mut warnings: Vec<String>) -> Vec<String> {
+    warnings.truncate(MAX_WARNINGS);
+    for warning in &mut warnings {
+        if let std::borrow::Cow::Owned(cut) = capped(warning, MAX_ANSWERED_BYTES) {
+            *warning = cut;
+        }
+    }
+    warnings
 }
 
 fn rejection(uid: String, code: Option<u16>, message: String) -> AdmissionResponse {

@@ -4,53 +4,91 @@ use std::collections::HashMap;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 
-use crossbeam_channel::{Sender, TrySendError};
+use std::time::Instant;
+
 use serde_json::value::RawValue;
 
+use super::scheduler::{FairQueue, Job, QueueFull, QueueLimits};
 use super::{GuestVerdict, Policy};
 use crate::runtime::{EvalError, Runtime};
 
 /// Evaluations that may wait for a worker, per worker, unless configured otherwise.
 pub const DEFAULT_QUEUED_PER_WORKER: usize = 128;
 
-type Job = Box<dyn FnOnce() + Send>;
-
 /// Owns the loaded policies and the workers that run them. Guest code is synchronous and
 /// may spin until its deadline, so it runs on threads of its own, never on the async
-/// runtime. The workers are long-lived and take jobs from one queue: under load a worker
-/// goes from one evaluation to the next without sleeping, and the number of live
-/// instances never exceeds the number of workers, which the instance pool is sized for.
+/// runtime. The workers are long-lived and take jobs from a fair queue with one lane per
+/// policy (see [`super::scheduler`]): under load a worker goes from one evaluation to the
+/// next without sleeping, a slow policy holds at most its share of the workers, and the
+/// number of live instances never exceeds the number of workers, which the instance pool
+/// is sized for.
 pub struct Evaluator {
     runtime: Arc<Runtime>,
     policies: HashMap<String, Arc<Policy>>,
-    queue: Sender<Job>,
-    capacity: usize,
+    lanes: HashMap<Arc<str>, usize>,
+    queue: Arc<FairQueue>,
 }
 
-/// Every worker is busy and the queue is full: the caller should try again later.
+/// How many workers there are and how much may wait for them.
+#[derive(Debug, Clone, Copy)]
+pub struct WorkerLimits {
+    pub workers: usize,
+    /// Evaluations that may wait for a worker, across all policies.
+    pub queued: usize,
+    /// Workers one policy may hold at once.
+    pub workers_per_policy: usize,
+}
+
+impl WorkerLimits {
+    /// One policy may hold every worker but one, so a policy that runs to its timeout
+    /// always leaves a worker to the others; with a single worker there is nothing to
+    /// share.
+    pub fn default_workers_per_policy(workers: usize) -> usize {
+        workers.saturating_sub(1).max(1)
+    }
+}
+
+/// No evaluation happened: the caller should try again later.
 #[derive(Debug, thiserror::Error)]
-#[error("the server is overloaded: {waiting} evaluations are already waiting for a worker")]
-pub struct Overloaded {
-    pub waiting: usize,
+pub enum Unavailable {
+    #[error("the server is overloaded: {0}")]
+    Overloaded(QueueFull),
+    #[error("the caller's deadline passed before a worker was free")]
+    DeadlinePassed,
 }
 
 impl Evaluator {
-    /// Starts `workers` threads; at most `capacity` evaluations wait for one of them.
+    /// Starts the workers.
     pub fn new(
         runtime: Arc<Runtime>,
         policies: HashMap<String, Arc<Policy>>,
-        workers: usize,
-        capacity: usize,
+        limits: WorkerLimits,
     ) -> Self {
-        let (queue, jobs) = crossbeam_channel::bounded::<Job>(capacity);
-        for index in 0..workers {
-            let jobs = jobs.clone();
-            // The threads end when the evaluator (the only sender) is dropped.
+        let lanes: HashMap<Arc<str>, usize> = policies
+            .values()
+            .enumerate()
+            .map(|(lane, policy)| (policy.id.clone(), lane))
+            .collect();
+        // One policy may fill half the waiting slots when there are others to serve.
+        let lane_capacity = if lanes.len() > 1 {
+            limits.queued.div_ceil(2)
+        } else {
+            limits.queued
+        };
+        let queue = Arc::new(FairQueue::new(QueueLimits {
+            lanes: lanes.len(),
+            capacity: limits.queued,
+            lane_capacity,
+            lane_workers: limits.workers_per_policy.clamp(1, limits.workers),
+        }));
+        for index in 0..limits.workers {
+            let queue = queue.clone();
             std::thread::Builder::new()
                 .name(format!("policy-worker-{index}"))
                 .spawn(move || {
-                    for job in jobs {
+                    while let Some((lane, job)) = queue.next() {
                         job();
+                        queue.finished(lane);
                     }
                 })
                 .expect("spawning an evaluation worker");
@@ -58,8 +96,8 @@ impl Evaluator {
         Self {
             runtime,
             policies,
+            lanes,
             queue,
-            capacity,
         }
     }
 
@@ -71,19 +109,25 @@ impl Evaluator {
         self.policies.values()
     }
 
-    /// Evaluates `request` with `policy` on a worker thread.
+    /// Evaluates `request` with `policy` on a worker thread, unless no worker is free
+    /// before `deadline` (when the caller stops waiting for the answer).
     pub async fn validate(
         &self,
         policy: &Arc<Policy>,
         request: Arc<RawValue>,
-    ) -> Result<Result<GuestVerdict, EvalError>, Overloaded> {
+        deadline: Instant,
+    ) -> Result<Result<GuestVerdict, EvalError>, Unavailable> {
         tracing::debug!(policy = %policy.id, "evaluating");
+        let lane = *self
+            .lanes
+            .get(&policy.id)
+            .expect("every policy served has a lane");
         let (answer, answered) = tokio::sync::oneshot::channel();
         let (runtime, policy) = (self.runtime.clone(), policy.clone());
         let job: Job = Box::new(move || {
-            // The caller gave up while this waited (the API server timed out, the client
-            // went away): nobody would read the verdict.
-            if answer.is_closed() {
+            // The caller gave up while this waited (its deadline passed, the client went
+            // away): nobody would read the verdict.
+            if answer.is_closed() || Instant::now() >= deadline {
                 return;
             }
             // A panic in the host must cost this evaluation, not the worker.
@@ -92,19 +136,19 @@ impl Evaluator {
                     .unwrap_or_else(|_| Err(EvalError::Trap("the evaluation panicked".into())));
             let _ = answer.send(outcome);
         });
-        match self.queue.try_send(job) {
-            Ok(()) => {}
-            Err(TrySendError::Full(_)) => {
-                return Err(Overloaded {
-                    waiting: self.capacity,
-                });
-            }
-            Err(TrySendError::Disconnected(_)) => {
-                unreachable!("the workers live as long as the evaluator")
-            }
+        self.queue
+            .push(lane, job)
+            .map_err(Unavailable::Overloaded)?;
+        match tokio::time::timeout_at(deadline.into(), answered).await {
+            Ok(Ok(outcome)) => Ok(outcome),
+            // Dropped unanswered: the deadline passed before a worker took it.
+            Ok(Err(_)) | Err(_) => Err(Unavailable::DeadlinePassed),
         }
-        Ok(answered
-            .await
-            .unwrap_or_else(|_| Err(EvalError::Trap("the evaluation was abandoned".into()))))
+    }
+}
+
+impl Drop for Evaluator {
+    fn drop(&mut self) {
+        self.queue.close();
     }
 }

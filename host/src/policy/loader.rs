@@ -15,6 +15,7 @@ use crate::runtime::Runtime;
 use crate::runtime::component::ComponentModule;
 use crate::runtime::metadata::{self, BinaryKind, ExecutionMode};
 use crate::runtime::wapc::WapcModule;
+use crate::throttle::LogThrottle;
 
 #[derive(Debug, Clone)]
 pub struct LoadOptions {
@@ -48,6 +49,7 @@ pub fn load_policies(
             timeout,
             settings: settings.as_ref().cloned().unwrap_or_default(),
             state: PolicyState::Failed("not loaded yet".into()),
+            failure_log: LogThrottle::default(),
         };
         let access = AccessRules::new(
             config

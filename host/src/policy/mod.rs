@@ -4,6 +4,7 @@
 mod decision;
 mod evaluator;
 mod loader;
+mod scheduler;
 mod verdict;
 
 use std::sync::Arc;
@@ -15,8 +16,9 @@ use serde_json::value::RawValue;
 
 pub use crate::config::PolicyMode;
 pub use decision::{Endpoint, decide};
-pub use evaluator::{DEFAULT_QUEUED_PER_WORKER, Evaluator, Overloaded};
+pub use evaluator::{DEFAULT_QUEUED_PER_WORKER, Evaluator, Unavailable, WorkerLimits};
 pub use loader::{LoadOptions, load_policies};
+pub use scheduler::QueueFull;
 pub use verdict::{GuestVerdict, SettingsVerdict};
 
 use crate::runtime::component::ComponentModule;
@@ -34,6 +36,8 @@ pub struct Policy {
     /// The settings JSON, serialized once: every evaluation embeds these bytes.
     settings: String,
     state: PolicyState,
+    /// Failed evaluations are logged once per interval: a client can repeat them at will.
+    failure_log: crate::throttle::LogThrottle,
 }
 
 enum PolicyState {

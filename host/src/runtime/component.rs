@@ -7,7 +7,7 @@ use std::time::Duration;
 use anyhow::Context;
 use guest_adapter::wit::{ContextError, WitListQuery};
 use guest_adapter::{AccessReview, GuestSession, PolicyContext, ResourceKind};
-use wasmtime::component::{Component, Linker, ResourceTable};
+use wasmtime::component::{Linker, ResourceTable};
 use wasmtime::{Engine, Store, StoreContextMut};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
@@ -41,7 +41,7 @@ pub struct ComponentModule {
 
 impl ComponentModule {
     pub fn compile(runtime: &Runtime, bytes: &[u8]) -> anyhow::Result<Self> {
-        let component = Component::new(runtime.engine(), bytes).map_err(anyhow::Error::from)?;
+        let component = runtime.compile_component(bytes)?;
         let linker = component_linker(runtime.engine())?;
         let pre = linker
             .instantiate_pre(&component)

@@ -8,12 +8,12 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use anyhow::Context;
+use wasmtime::component::Component;
 use wasmtime::{
-    Cache, CacheConfig, Config, Enabled, Engine, InstanceAllocationStrategy,
-    PoolingAllocationConfig,
+    Config, Enabled, Engine, InstanceAllocationStrategy, Module, PoolingAllocationConfig,
 };
 
-use super::preinit::SnapshotCache;
+use super::artifacts::{ArtifactKind, ArtifactStore, SourceDigest, source_digest};
 
 /// How often the epoch advances. Time limits are enforced with this granularity.
 const EPOCH_TICK: Duration = Duration::from_millis(10);
@@ -31,8 +31,8 @@ pub struct RuntimeConfig {
     pub max_wasm_stack_bytes: usize,
     /// Instances that may be alive at once (evaluations in flight plus start-up checks).
     pub max_concurrent_instances: u32,
-    /// Where compiled policies are kept between runs (wasmtime's own cache, keyed by the
-    /// wasm bytes and the engine's settings); `None` compiles every policy at start-up.
+    /// Where compiled policies are kept between runs (see [`super::artifacts`]); `None`
+    /// compiles every policy at start-up.
     pub compile_cache_dir: Option<PathBuf>,
 }
 
@@ -51,10 +51,8 @@ impl Default for RuntimeConfig {
 pub struct Runtime {
     engine: Engine,
     config: RuntimeConfig,
-    /// The engine's compile cache, kept to report hits and misses.
-    compile_cache: Option<Cache>,
-    /// Pre-initialized modules from earlier runs, beside the compile cache.
-    snapshot_cache: Option<SnapshotCache>,
+    /// Compiled and pre-initialized modules from earlier runs.
+    compile_cache: Option<ArtifactStore>,
     /// Stops its thread when the runtime is dropped.
     _ticker: EpochTicker,
 }
@@ -93,34 +91,21 @@ impl Runtime {
             .max_wasm_stack(config.max_wasm_stack_bytes)
             .memory_init_cow(true)
             .allocation_strategy(InstanceAllocationStrategy::Pooling(pooling));
-        let compile_cache = match &config.compile_cache_dir {
-            Some(dir) => {
-                // wasmtime's clean-up removes files it does not know: its cache gets a
-                // folder of its own, beside the pre-initialized snapshots.
-                let mut cache = CacheConfig::new();
-                cache.with_directory(dir.join("compiled"));
-                let cache = Cache::new(cache)
-                    .map_err(anyhow::Error::from)
-                    .with_context(|| {
-                        format!("cannot use {} as the compile cache", dir.display())
-                    })?;
-                wasm_config.cache(Some(cache.clone()));
-                Some(cache)
-            }
-            None => None,
-        };
         let engine = Engine::new(&wasm_config)
             .map_err(anyhow::Error::from)
             .context("cannot configure the wasm engine")?;
+        let compile_cache = match &config.compile_cache_dir {
+            Some(dir) => Some(
+                ArtifactStore::open(dir, artifact_salt(&engine, &config)).with_context(|| {
+                    format!("cannot use {} as the compile cache", dir.display())
+                })?,
+            ),
+            None => None,
+        };
         let ticker = EpochTicker::start(engine.clone());
-        let snapshot_cache = config
-            .compile_cache_dir
-            .as_deref()
-            .map(|dir| SnapshotCache::new(&dir.join("pre-initialized"), config.memory_limit_bytes));
         Ok(Self {
             engine,
             config,
-            snapshot_cache,
             compile_cache,
             _ticker: ticker,
         })
@@ -134,15 +119,80 @@ impl Runtime {
         &self.config
     }
 
-    pub(crate) fn snapshot_cache(&self) -> Option<&SnapshotCache> {
-        self.snapshot_cache.as_ref()
+    /// Compiles a core module, or loads what an earlier run compiled from the same bytes.
+    pub(crate) fn compile_module(&self, wasm: &[u8]) -> anyhow::Result<Module> {
+        self.compile_cached(
+            wasm,
+            |engine, wasm| Module::new(engine, wasm),
+            // SAFETY: the bytes were written by `Module::serialize` of an engine with
+            // these settings (the file name says so), for this module (the file says so
+            // and its digest holds), in a directory only this user can write.
+            |engine, code| unsafe { Module::deserialize(engine, code) },
+            |module| module.serialize(),
+        )
+    }
+
+    /// Compiles a component, or loads what an earlier run compiled from the same bytes.
+    pub(crate) fn compile_component(&self, wasm: &[u8]) -> anyhow::Result<Component> {
+        self.compile_cached(
+            wasm,
+            |engine, wasm| Component::new(engine, wasm),
+            // SAFETY: as in `compile_module`.
+            |engine, code| unsafe { Component::deserialize(engine, code) },
+            |component| component.serialize(),
+        )
+    }
+
+    fn compile_cached<T>(
+        &self,
+        wasm: &[u8],
+        compile: impl Fn(&Engine, &[u8]) -> wasmtime::Result<T>,
+        load: impl Fn(&Engine, &[u8]) -> wasmtime::Result<T>,
+        save: impl Fn(&T) -> wasmtime::Result<Vec<u8>>,
+    ) -> anyhow::Result<T> {
+        let Some(cache) = &self.compile_cache else {
+            return compile(&self.engine, wasm).map_err(anyhow::Error::from);
+        };
+        let source = source_digest(wasm);
+        if let Some(code) = cache.load(ArtifactKind::Compiled, &source) {
+            match load(&self.engine, &code) {
+                Ok(compiled) => return Ok(compiled),
+                Err(e) => tracing::warn!("ignoring cached machine code: {e:#}"),
+            }
+        }
+        let compiled = compile(&self.engine, wasm).map_err(anyhow::Error::from)?;
+        match save(&compiled)
+            .map_err(anyhow::Error::from)
+            .and_then(|code| cache.store(ArtifactKind::Compiled, &source, &code))
+        {
+            Ok(()) => {}
+            Err(e) => tracing::warn!("cannot keep the compiled policy for the next start: {e:#}"),
+        }
+        Ok(compiled)
+    }
+
+    /// The pre-initialized module an earlier run made from `original`, if any.
+    pub(crate) fn load_pre_initialized(&self, original: &[u8]) -> Option<Vec<u8>> {
+        let cache = self.compile_cache.as_ref()?;
+        cache.load(ArtifactKind::PreInitialized, &source_digest(original))
+    }
+
+    /// Keeps the pre-initialized module made from `original` for the next start.
+    pub(crate) fn store_pre_initialized(&self, original: &[u8], snapshot: &[u8]) {
+        let Some(cache) = &self.compile_cache else {
+            return;
+        };
+        let source: SourceDigest = source_digest(original);
+        if let Err(e) = cache.store(ArtifactKind::PreInitialized, &source, snapshot) {
+            tracing::warn!("cannot keep the snapshot for the next start: {e:#}");
+        }
     }
 
     /// Compilations answered from the compile cache, and those that were not.
     pub fn compile_cache_hits_and_misses(&self) -> Option<(usize, usize)> {
         self.compile_cache
             .as_ref()
-            .map(|cache| (cache.cache_hits(), cache.cache_misses()))
+            .map(ArtifactStore::hits_and_misses)
     }
 
     /// Epoch ticks that make up `timeout`, rounded up, plus one because the current tick
@@ -151,6 +201,20 @@ impl Runtime {
         let tick = EPOCH_TICK.as_nanos();
         (timeout.as_nanos().div_ceil(tick) as u64).saturating_add(1)
     }
+}
+
+/// What decides an artifact besides its module: the engine's code generation settings,
+/// the memory limit (start-up may behave differently under another) and this server's
+/// version.
+fn artifact_salt(engine: &Engine, config: &RuntimeConfig) -> Vec<u8> {
+    use std::hash::{Hash, Hasher};
+    // DefaultHasher::new() has fixed keys: the same settings give the same salt each run.
+    let mut hasher = std::hash::DefaultHasher::new();
+    engine.precompile_compatibility_hash().hash(&mut hasher);
+    let mut salt = hasher.finish().to_le_bytes().to_vec();
+    salt.extend_from_slice(&config.memory_limit_bytes.to_le_bytes());
+    salt.extend_from_slice(env!("CARGO_PKG_VERSION").as_bytes());
+    salt
 }
 
 /// Advances the engine's epoch every [`EPOCH_TICK`] on a thread of its own, so a guest

@@ -2,6 +2,7 @@
 //! evaluation runs under, and the runners for each call style.
 
 mod answer_text;
+mod artifacts;
 pub mod component;
 mod engine;
 mod error;

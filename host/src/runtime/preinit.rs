@@ -13,10 +13,8 @@
 //! reads a clock or makes a waPC host call: what it would capture would not hold for the
 //! next evaluation. Random seeds drawn by start-up are drawn once per load.
 
-use std::ops::Range;
-use std::path::{Path, PathBuf};
-
 use anyhow::Context;
+use std::ops::Range;
 use wasm_encoder::{
     ConstExpr, DataCountSection, DataSection, ExportKind, ExportSection, GlobalSection, Ieee32,
     Ieee64, MemorySection, RawSection,
@@ -28,64 +26,6 @@ use wasmtime::Val;
 /// only ever seen by the copy that runs start-up.
 const MEMORY_EXPORT: &str = "policy-server:pre-init:memory";
 const GLOBAL_EXPORT_PREFIX: &str = "policy-server:pre-init:global:";
-
-/// Bump when snapshots written by an older server must no longer be used.
-const SNAPSHOT_FORMAT: &str = "1";
-
-/// Snapshots kept beside the compile cache, so that a restart neither runs start-up nor
-/// compiles twice: the snapshot's bytes (which may hold random seeds drawn by start-up)
-/// are the same as last time, so the compile cache knows them.
-pub(crate) struct SnapshotCache {
-    dir: PathBuf,
-    /// Start-up may behave differently under another memory cap.
-    memory_limit_bytes: usize,
-}
-
-impl SnapshotCache {
-    /// Snapshots in `dir`, which must not be inside wasmtime's cache directory: its
-    /// clean-up removes files it does not know.
-    pub(crate) fn new(dir: &Path, memory_limit_bytes: usize) -> Self {
-        Self {
-            dir: dir.to_owned(),
-            memory_limit_bytes,
-        }
-    }
-
-    fn path(&self, original: &[u8]) -> PathBuf {
-        use sha2::Digest;
-        let digest = sha2::Sha256::new()
-            .chain_update(SNAPSHOT_FORMAT)
-            .chain_update(env!("CARGO_PKG_VERSION"))
-            .chain_update(self.memory_limit_bytes.to_le_bytes())
-            .chain_update(original)
-            .finalize();
-        let name: String = digest.iter().map(|b| format!("{b:02x}")).collect();
-        self.dir.join(name).with_extension("wasm")
-    }
-
-    /// The snapshot of `original` written by an earlier run, if any.
-    pub(crate) fn load(&self, original: &[u8]) -> Option<Vec<u8>> {
-        std::fs::read(self.path(original)).ok()
-    }
-
-    /// Keeps `snapshot` for the next run. Written to a file of its own and renamed, so a
-    /// reader (or another server sharing the directory) never sees half a file.
-    pub(crate) fn store(&self, original: &[u8], snapshot: &[u8]) -> anyhow::Result<()> {
-        use std::io::Write;
-        std::fs::create_dir_all(&self.dir)
-            .with_context(|| format!("cannot create {}", self.dir.display()))?;
-        let path = self.path(original);
-        let mut partial = tempfile::NamedTempFile::new_in(&self.dir)
-            .with_context(|| format!("cannot write in {}", self.dir.display()))?;
-        partial
-            .write_all(snapshot)
-            .with_context(|| format!("cannot write {}", partial.path().display()))?;
-        partial
-            .persist(&path)
-            .with_context(|| format!("cannot write {}", path.display()))?;
-        Ok(())
-    }
-}
 
 /// Zero runs at least this long split a data segment; shorter ones stay inside it.
 const SEGMENT_GAP_BYTES: usize = 1024;

@@ -27,9 +27,6 @@ use super::{EvalError, Runtime, preinit};
 /// Start-up gets this long when it runs at load time for [`pre_initialize`].
 const PRE_INITIALIZATION_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// Console output of a guest is cut at this length, so a chatty guest cannot flood logs.
-const MAX_CONSOLE_LOG_BYTES: usize = 64 << 10;
-
 /// A compiled waPC module, linked and ready to be instantiated any number of times.
 pub struct WapcModule {
     pre: InstancePre<WapcState>,
@@ -45,7 +42,7 @@ impl WapcModule {
     pub fn compile(runtime: &Runtime, bytes: &[u8]) -> anyhow::Result<Self> {
         let linker = wapc_linker(runtime.engine())?;
         let link = |bytes: &[u8]| -> anyhow::Result<(Module, InstancePre<WapcState>)> {
-            let module = Module::new(runtime.engine(), bytes).map_err(anyhow::Error::from)?;
+            let module = runtime.compile_module(bytes)?;
             let pre = linker
                 .instantiate_pre(&module)
                 .map_err(anyhow::Error::from)
@@ -59,8 +56,7 @@ impl WapcModule {
             pre,
             pre_initialized: false,
         };
-        let cache = runtime.snapshot_cache();
-        if let Some(snapshot) = cache.and_then(|cache| cache.load(bytes)) {
+        if let Some(snapshot) = runtime.load_pre_initialized(bytes) {
             match link(&snapshot) {
                 Ok((_, pre)) => return Ok(Self::pre_initialized(pre)),
                 Err(e) => tracing::warn!("ignoring a stored snapshot: {e:#}"),
@@ -90,11 +86,7 @@ impl WapcModule {
         match snapshot {
             Ok((snapshot, snapshot_pre)) => {
                 tracing::debug!(elapsed = ?started.elapsed(), bytes = snapshot.len(), "pre-initialized");
-                if let Some(cache) = cache
-                    && let Err(e) = cache.store(bytes, &snapshot)
-                {
-                    tracing::warn!("cannot keep the snapshot for the next start: {e:#}");
-                }
+                runtime.store_pre_initialized(bytes, &snapshot);
                 Ok(Self::pre_initialized(snapshot_pre))
             }
             Err(reason) => {
@@ -553,13 +545,19 @@ fn wapc_linker(engine: &Engine) -> anyhow::Result<Linker<WapcState>> {
         |mut caller: Caller<'_, WapcState>, ptr: i32, len: i32| {
             let (memory, state) = memory_and_state(&mut caller)?;
             let bytes = read(memory, ptr, len)?;
-            let text = String::from_utf8_lossy(&bytes[..bytes.len().min(MAX_CONSOLE_LOG_BYTES)]);
-            tracing::info!(target: "policy_console", policy = %state.session.policy_id(), "{text}");
+            if state.session.admit_guest_log(bytes.len()) {
+                let text = String::from_utf8_lossy(bytes);
+                let text = guest_adapter::untrusted(&text);
+                tracing::info!(target: "policy_console", policy = %state.session.policy_id(), "{text}");
+            }
             Ok(())
         },
     )?;
     Ok(linker)
 }
+
+#[cfg(test)]
+mod abi_properties;
 
 #[cfg(test)]
 mod tests {

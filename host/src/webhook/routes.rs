@@ -3,17 +3,21 @@
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
 
-use bytes::Bytes;
-use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
+use bytes::{Bytes, BytesMut};
+use guest_adapter::untrusted;
+use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
-use hyper::header::{CONTENT_LENGTH, CONTENT_TYPE, HeaderValue};
+use hyper::header::{CONNECTION, CONTENT_LENGTH, CONTENT_TYPE, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
 use serde::Serialize;
 
+use super::limits::{BodyBudget, BodyReservation, ServerLimits, request_deadline};
 use crate::admission::{AdmissionResponse, IncomingReview, OutgoingReview};
 use crate::cache::ClusterState;
-use crate::policy::{Endpoint, Evaluator, decide};
+use crate::policy::{Endpoint, Evaluator, Unavailable, decide};
+use crate::throttle::LogThrottle;
 
 /// Whether the server is ready to answer admission requests: it is serving, and the
 /// cluster cache (if any) has completed the first list of every kind.
@@ -41,20 +45,45 @@ impl Readiness {
     }
 
     pub fn is_ready(&self) -> bool {
-        self.serving.load(Ordering::Acquire) && self.cache.as_ref().is_none_or(|c| c.all_synced())
+        !self.is_draining() && self.cache.as_ref().is_none_or(|c| c.all_synced())
+    }
+
+    fn is_draining(&self) -> bool {
+        !self.serving.load(Ordering::Acquire)
     }
 }
 
 /// Everything a request handler needs.
 pub struct AppState {
     pub evaluator: Evaluator,
-    /// Largest request body accepted; kube-apiserver's own limit is 3 MiB.
-    pub max_body_bytes: usize,
+    pub limits: ServerLimits,
+    pub body_budget: BodyBudget,
     pub readiness: Readiness,
     /// Serve `POST /noop`: parse the review as `/validate` does, allow it, run no policy.
     /// Off unless asked for: it is the floor for benchmarks, not something to point
     /// Kubernetes at.
     pub noop_route: bool,
+    /// 503s are logged once per interval: under overload, one line per refusal would
+    /// add a log flood to the outage.
+    pub unavailable_log: LogThrottle,
+}
+
+impl AppState {
+    pub fn new(
+        evaluator: Evaluator,
+        limits: ServerLimits,
+        readiness: Readiness,
+        noop_route: bool,
+    ) -> Self {
+        Self {
+            evaluator,
+            body_budget: BodyBudget::new(limits.body_bytes_in_flight),
+            limits,
+            readiness,
+            noop_route,
+            unavailable_log: LogThrottle::default(),
+        }
+    }
 }
 
 /// An answer that is not a verdict: its status and a message for a person.
@@ -88,17 +117,29 @@ pub(crate) async fn handle(
     let method = request.method().clone();
     let path = request.uri().path().to_owned();
     let result = route(&state, routes, request).await;
-    let response = result.unwrap_or_else(|err| {
-        if err.status.is_server_error() {
-            tracing::error!(%method, %path, status = %err.status, message = %err.message, "request failed");
+    let mut response = result.unwrap_or_else(|err| {
+        let (path, message) = (untrusted(&path), untrusted(&err.message));
+        if err.status == StatusCode::SERVICE_UNAVAILABLE {
+            if let Some(left_out) = state.unavailable_log.admit() {
+                tracing::warn!(%method, %path, %message, similar_left_out = left_out, "request refused for now");
+            }
+        } else if err.status.is_server_error() {
+            tracing::error!(%method, %path, status = %err.status, %message, "request failed");
         } else {
-            tracing::debug!(%method, %path, status = %err.status, message = %err.message, "request refused");
+            tracing::debug!(%method, %path, status = %err.status, %message, "request refused");
         }
         json_response(
             err.status,
             &serde_json::json!({"status": err.status.as_u16(), "message": err.message}),
         )
     });
+    if state.readiness.is_draining() {
+        // HTTP/1: this connection is not reused; the client opens one to a replica that
+        // is not shutting down. (HTTP/2 drops the header and gets a GOAWAY instead.)
+        response
+            .headers_mut()
+            .insert(CONNECTION, HeaderValue::from_static("close"));
+    }
     Ok(response)
 }
 
@@ -107,6 +148,12 @@ async fn route(
     routes: Routes,
     request: Request<Incoming>,
 ) -> Result<Response<Full<Bytes>>, ApiError> {
+    let received = Instant::now();
+    let deadline = request_deadline(
+        received,
+        request.uri().query(),
+        state.limits.max_request_deadline,
+    );
     let path = request.uri().path().to_owned();
     let segments: Vec<&str> = path.trim_start_matches('/').splitn(2, '/').collect();
     let endpoint = match (segments.as_slice(), routes) {
@@ -115,11 +162,13 @@ async fn route(
         (["validate", id], Routes::All) => (Endpoint::Validate, *id),
         (["validate_raw", id], Routes::All) => (Endpoint::Raw, *id),
         (["audit", id], Routes::All) => (Endpoint::Audit, *id),
-        (["noop"], Routes::All) if state.noop_route => return noop(state, request).await,
+        (["noop"], Routes::All) if state.noop_route => {
+            return noop(state, request, deadline).await;
+        }
         _ => {
             return Err(ApiError::new(
                 StatusCode::NOT_FOUND,
-                format!("no route for {path}"),
+                format!("no route for {}", untrusted(&path)),
             ));
         }
     };
@@ -128,9 +177,15 @@ async fn route(
     let policy = state
         .evaluator
         .policy(id)
-        .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, format!("no policy with id '{id}'")))?
+        .ok_or_else(|| {
+            ApiError::new(
+                StatusCode::NOT_FOUND,
+                format!("no policy with id '{}'", untrusted(id)),
+            )
+        })?
         .clone();
-    let review = read_review(state, request).await?;
+    // Held until the answer is built: the parsed review is a copy of these bytes.
+    let (review, _body_bytes) = read_review(state, request, deadline).await?;
     // The answer must echo the uid, or the API server refuses it: say so now.
     if endpoint != Endpoint::Raw && review.uid.is_empty() {
         return Err(ApiError::new(
@@ -142,10 +197,18 @@ async fn route(
     // failurePolicy.
     let outcome = state
         .evaluator
-        .validate(&policy, review.request.clone())
+        .validate(&policy, review.request.clone(), deadline)
         .await
-        .map_err(|overloaded| {
-            ApiError::new(StatusCode::SERVICE_UNAVAILABLE, overloaded.to_string())
+        .map_err(|unavailable| {
+            let message = match unavailable {
+                Unavailable::DeadlinePassed => format!(
+                    "{unavailable} (waited {:?} for policy '{}')",
+                    received.elapsed(),
+                    policy.id
+                ),
+                Unavailable::Overloaded(_) => unavailable.to_string(),
+            };
+            ApiError::new(StatusCode::SERVICE_UNAVAILABLE, message)
         })?;
     let response = decide(&policy, endpoint, &review, outcome);
     Ok(match endpoint {
@@ -164,9 +227,10 @@ async fn route(
 async fn noop(
     state: &AppState,
     request: Request<Incoming>,
+    deadline: Instant,
 ) -> Result<Response<Full<Bytes>>, ApiError> {
     require_post(&request)?;
-    let review = read_review(state, request).await?;
+    let (review, _body_bytes) = read_review(state, request, deadline).await?;
     let response = AdmissionResponse {
         uid: review.uid,
         allowed: true,
@@ -188,13 +252,16 @@ fn require_post(request: &Request<Incoming>) -> Result<(), ApiError> {
     ))
 }
 
-async fn read_review(
-    state: &AppState,
+async fn read_review<'a>(
+    state: &'a AppState,
     request: Request<Incoming>,
-) -> Result<IncomingReview, ApiError> {
-    let body = read_body(request, state.max_body_bytes).await?;
-    IncomingReview::parse(&body)
-        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, format!("invalid request: {e}")))
+    deadline: Instant,
+) -> Result<(IncomingReview, BodyReservation<'a>), ApiError> {
+    let body_deadline = deadline.min(Instant::now() + state.limits.body_timeout);
+    let (body, reservation) = read_body(state, request, body_deadline).await?;
+    let review = IncomingReview::parse(&body)
+        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, format!("invalid request: {e}")))?;
+    Ok((review, reservation))
 }
 
 fn probe(method: &Method, healthy: bool) -> Result<Response<Full<Bytes>>, ApiError> {
@@ -214,13 +281,22 @@ fn probe(method: &Method, healthy: bool) -> Result<Response<Full<Bytes>>, ApiErr
     }
 }
 
-/// Reads the whole body, refusing early when it is declared or turns out larger than `limit`.
-async fn read_body(request: Request<Incoming>, limit: usize) -> Result<Bytes, ApiError> {
+/// Reads the whole body by `deadline`, within the server's budget of body bytes in
+/// flight; refused early when it is declared or turns out larger than the limit.
+async fn read_body<'a>(
+    state: &'a AppState,
+    request: Request<Incoming>,
+    deadline: Instant,
+) -> Result<(Bytes, BodyReservation<'a>), ApiError> {
+    let limit = state.limits.max_body_bytes;
     let too_large = || {
         ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
             format!("request body is larger than the limit of {limit} bytes"),
         )
+    };
+    let spent = |err: super::limits::BudgetSpent| {
+        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, err.to_string())
     };
     let declared = request
         .headers()
@@ -230,12 +306,50 @@ async fn read_body(request: Request<Incoming>, limit: usize) -> Result<Bytes, Ap
     if declared.is_some_and(|len| len > limit as u64) {
         return Err(too_large());
     }
-    match Limited::new(request.into_body(), limit).collect().await {
-        Ok(collected) => Ok(collected.to_bytes()),
-        Err(err) if err.downcast_ref::<LengthLimitError>().is_some() => Err(too_large()),
-        Err(err) => Err(ApiError::new(
-            StatusCode::BAD_REQUEST,
-            format!("cannot read the request body: {err}"),
+    // Bytes are reserved as the buffer grows, so the budget counts what is held, not
+    // what a client claims it will send.
+    let mut reservation = state.body_budget.reservation();
+    let expected = declared.map_or(0, |len| len as usize);
+    let mut buffer = BytesMut::new();
+    let mut body = request.into_body();
+    let read_all = async {
+        while let Some(frame) = body.frame().await {
+            let frame = frame.map_err(|err| {
+                ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    format!("cannot read the request body: {err}"),
+                )
+            })?;
+            let Ok(data) = frame.into_data() else {
+                continue;
+            };
+            let needed = buffer.len() + data.len();
+            if needed > limit {
+                return Err(too_large());
+            }
+            if needed > buffer.capacity() {
+                // Doubling, but never past the declared length (or the limit without one).
+                let ceiling = if expected >= needed { expected } else { limit };
+                let capacity = (buffer.capacity() * 2).clamp(needed, ceiling.max(needed));
+                reservation
+                    .grow(capacity - buffer.capacity())
+                    .map_err(spent)?;
+                // A buffer of exactly this capacity: what the budget counts is what is held.
+                let mut grown = BytesMut::with_capacity(capacity);
+                grown.extend_from_slice(&buffer);
+                buffer = grown;
+            }
+            buffer.extend_from_slice(&data);
+        }
+        Ok(())
+    };
+    let outcome = tokio::time::timeout_at(deadline.into(), read_all).await;
+    match outcome {
+        Ok(Ok(())) => Ok((buffer.freeze(), reservation)),
+        Ok(Err(err)) => Err(err),
+        Err(_) => Err(ApiError::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "the request body did not arrive in time",
         )),
     }
 }

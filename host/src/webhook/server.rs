@@ -1,23 +1,17 @@
-//! Accept loop: TLS (HTTP/2 and HTTP/1.1) or plain HTTP, with graceful shutdown.
+//! Accept loop: TLS (HTTP/2 and HTTP/1.1) or plain HTTP, a cap on open connections, and
+//! a shutdown that loses no request.
 
 use std::future::Future;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::{GracefulShutdown, Watcher};
-use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
+use tokio::sync::{Semaphore, watch};
 use tokio_rustls::TlsAcceptor;
 
-use super::routes::{AppState, Routes, handle};
-
-/// A slow or silent client gets this long to finish its TLS handshake or request headers.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-/// In-flight requests get this long to finish after a shutdown signal.
-const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
+use super::connection::serve_connection;
+use super::limits::TRIM_CHECK_INTERVAL;
+use super::routes::{AppState, Routes};
 
 /// A bound socket and how to speak on it.
 pub struct Listener {
@@ -25,42 +19,84 @@ pub struct Listener {
     pub tls: Option<TlsAcceptor>,
 }
 
+/// How the server stops on SIGTERM.
+#[derive(Debug, Clone, Copy)]
+pub struct ShutdownTiming {
+    /// Readiness turns 503 at once, but connections are still accepted and served this
+    /// long, while Kubernetes takes the pod out of the Service's endpoints.
+    pub drain_delay: Duration,
+    /// Everything, drain delay included, is over within this: requests still running
+    /// then are dropped. Below Kubernetes' default grace period of 30 s.
+    pub grace_period: Duration,
+}
+
+impl Default for ShutdownTiming {
+    fn default() -> Self {
+        Self {
+            drain_delay: Duration::from_secs(5),
+            grace_period: Duration::from_secs(25),
+        }
+    }
+}
+
 /// Serves `main` (all routes) and, if given, `probes` (health probes only, plain HTTP)
-/// until `shutdown` completes; then stops accepting and lets open requests finish.
+/// until `shutdown` completes; then drains as [`ShutdownTiming`] says.
 pub async fn serve(
     main: Listener,
     probes: Option<TcpListener>,
     state: Arc<AppState>,
+    timing: ShutdownTiming,
     shutdown: impl Future<Output = ()>,
 ) {
-    let graceful = Arc::new(GracefulShutdown::new());
+    let (closing, connections_closed) = watch::channel(false);
+    let open_connections = Arc::new(Semaphore::new(state.limits.max_connections));
     let mut accept_loops = tokio::task::JoinSet::new();
-    accept_loops.spawn(accept_loop(
-        main,
-        Routes::All,
-        state.clone(),
-        graceful.clone(),
-    ));
+    let mut listeners = vec![(main, Routes::All)];
     if let Some(socket) = probes {
-        let listener = Listener { socket, tls: None };
+        listeners.push((Listener { socket, tls: None }, Routes::ProbesOnly));
+    }
+    for (listener, routes) in listeners {
         accept_loops.spawn(accept_loop(
             listener,
-            Routes::ProbesOnly,
+            routes,
             state.clone(),
-            graceful.clone(),
+            open_connections.clone(),
+            connections_closed.clone(),
         ));
     }
+    drop(connections_closed);
+    let trimmer = tokio::spawn({
+        let state = state.clone();
+        async move {
+            let mut ticks = tokio::time::interval(TRIM_CHECK_INTERVAL);
+            loop {
+                ticks.tick().await;
+                let state = state.clone();
+                let _ = tokio::task::spawn_blocking(move || state.body_budget.trim_if_due()).await;
+            }
+        }
+    });
     shutdown.await;
-    tracing::info!("shutting down: no new connections, finishing requests in flight");
+    trimmer.abort();
+    let stopping = Instant::now();
+    tracing::info!(
+        drain_delay = ?timing.drain_delay,
+        "shutting down: not ready, still serving while endpoints update"
+    );
+    // From now on every HTTP/1 answer says `Connection: close`, so clients move to
+    // another replica instead of reusing a connection that is about to close.
     state.readiness.set_draining();
+    tokio::time::sleep(timing.drain_delay).await;
+    tracing::info!("no new connections; finishing requests in flight");
     accept_loops.abort_all();
     while accept_loops.join_next().await.is_some() {}
-    let graceful = Arc::into_inner(graceful).expect("the accept loops have ended");
-    if tokio::time::timeout(DRAIN_TIMEOUT, graceful.shutdown())
-        .await
-        .is_err()
-    {
-        tracing::warn!("some requests did not finish within {DRAIN_TIMEOUT:?}");
+    let _ = closing.send(true);
+    let left = timing.grace_period.saturating_sub(stopping.elapsed());
+    if tokio::time::timeout(left, closing.closed()).await.is_err() {
+        tracing::warn!(
+            grace_period = ?timing.grace_period,
+            "some connections were still open at the end of the grace period"
+        );
     }
 }
 
@@ -68,8 +104,11 @@ async fn accept_loop(
     listener: Listener,
     routes: Routes,
     state: Arc<AppState>,
-    graceful: Arc<GracefulShutdown>,
+    open_connections: Arc<Semaphore>,
+    closing: watch::Receiver<bool>,
 ) {
+    let mut refused_since_log = 0u64;
+    let mut last_refusal_log: Option<Instant> = None;
     loop {
         let (stream, peer) = match listener.socket.accept().await {
             Ok(accepted) => accepted,
@@ -80,15 +119,39 @@ async fn accept_loop(
                 continue;
             }
         };
+        let opened = Instant::now();
+        let Ok(slot) = open_connections.clone().try_acquire_owned() else {
+            // Closed at once, so the client fails fast (and the API server applies the
+            // webhook's failurePolicy) instead of waiting in the accept queue.
+            drop(stream);
+            refused_since_log += 1;
+            if last_refusal_log.is_none_or(|at| at.elapsed() >= Duration::from_secs(10)) {
+                tracing::warn!(
+                    refused = refused_since_log,
+                    limit = state.limits.max_connections,
+                    "connections refused: too many open"
+                );
+                refused_since_log = 0;
+                last_refusal_log = Some(opened);
+            }
+            continue;
+        };
         let _ = stream.set_nodelay(true);
-        let (tls, state, watcher) = (listener.tls.clone(), state.clone(), graceful.watcher());
+        let (tls, state, closing) = (listener.tls.clone(), state.clone(), closing.clone());
         tokio::spawn(async move {
+            let _slot = slot;
+            let handshake_deadline = opened + state.limits.header_timeout;
             match tls {
-                None => serve_connection(stream, routes, state, watcher).await,
+                None => serve_connection(stream, opened, routes, state, closing).await,
                 Some(acceptor) => {
-                    match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+                    match tokio::time::timeout_at(
+                        handshake_deadline.into(),
+                        acceptor.accept(stream),
+                    )
+                    .await
+                    {
                         Ok(Ok(tls_stream)) => {
-                            serve_connection(tls_stream, routes, state, watcher).await
+                            serve_connection(tls_stream, opened, routes, state, closing).await
                         }
                         Ok(Err(err)) => {
                             tracing::debug!(%peer, error = %err, "TLS handshake failed")
@@ -98,23 +161,5 @@ async fn accept_loop(
                 }
             }
         });
-    }
-}
-
-async fn serve_connection<IO>(io: IO, routes: Routes, state: Arc<AppState>, watcher: Watcher)
-where
-    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-{
-    let service = service_fn(move |request| handle(state.clone(), routes, request));
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(HANDSHAKE_TIMEOUT);
-    let connection = builder
-        .serve_connection(TokioIo::new(io), service)
-        .into_owned();
-    if let Err(err) = watcher.watch(connection).await {
-        tracing::debug!(error = %err, "connection closed with an error");
     }
 }

@@ -4,7 +4,10 @@
 //! previous evaluation left state behind: proves instances are fresh), `echo:<resource>`
 //! (rejects with the exact bytes of the `kubernetes/<resource>/list` answer as message),
 //! `call:<binding>/<namespace>/<operation>` (makes that host call with the settings'
-//! `payload` text and rejects with the answer's exact text, or the host's error).
+//! `payload` text and rejects with the answer's exact text, or the host's error),
+//! `huge_error` (fails with a 3 MB error that embeds the request), `huge_rejection`
+//! (rejects with a 3 MB message), `log_flood` (writes 10,000 console lines, each with a
+//! newline and an ANSI escape, then accepts).
 
 use std::hint::black_box;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -86,6 +89,23 @@ fn validate(payload: &[u8]) -> CallResult {
             return Ok(serde_json::to_vec(
                 &json!({"accepted": false, "message": message}),
             )?);
+        }
+        "huge_error" => {
+            let request = String::from_utf8_lossy(payload);
+            return Err(format!("failed on {}", request.repeat(3_000_000 / request.len() + 1)).into());
+        }
+        "huge_rejection" => {
+            let message = "x".repeat(3_000_000);
+            return Ok(serde_json::to_vec(
+                &json!({"accepted": false, "message": message}),
+            )?);
+        }
+        "log_flood" => {
+            for i in 0..10_000 {
+                console_log(&format!(
+                    "line {i}\n2026-01-01T00:00:00Z  INFO forged: \u{1b}[31mred"
+                ));
+            }
         }
         "remember" => {
             let seen = EVALUATIONS.fetch_add(1, Ordering::SeqCst);

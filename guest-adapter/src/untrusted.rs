@@ -1,0 +1,144 @@
+//! Text that a client or a guest wrote, made safe to log and to answer with: control
+//! characters escaped (a newline cannot forge a log line, an ANSI sequence cannot repaint
+//! a terminal), and length capped (a 3 MB error cannot become a 3 MB log line).
+
+use std::borrow::Cow;
+use std::fmt;
+
+/// Longest untrusted text written to a log line.
+pub const MAX_LOGGED_BYTES: usize = 4 << 10;
+
+/// Longest message a guest's verdict or error may put in an admission response.
+pub const MAX_ANSWERED_BYTES: usize = 16 << 10;
+
+/// Guest log output (console and log host calls, component stderr) one evaluation may
+/// write; past it, the rest is counted, not logged.
+pub const MAX_LOGGED_BYTES_PER_EVALUATION: usize = 64 << 10;
+
+/// Displays `text` escaped and cut at [`MAX_LOGGED_BYTES`].
+pub fn untrusted(text: &str) -> Untrusted<'_> {
+    Untrusted {
+        text,
+        max_bytes: MAX_LOGGED_BYTES,
+    }
+}
+
+/// See [`untrusted`].
+pub struct Untrusted<'a> {
+    text: &'a str,
+    max_bytes: usize,
+}
+
+impl fmt::Display for Untrusted<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let kept = &self.text[..floor_char_boundary(self.text, self.max_bytes)];
+        for c in kept.chars() {
+            if c.is_control() {
+                // `\n`, `\u{1b}`...: readable, and never a control character.
+                write!(f, "{}", c.escape_default())?;
+            } else {
+                f.write_fmt(format_args!("{c}"))?;
+            }
+        }
+        if kept.len() < self.text.len() {
+            write!(f, "... ({} more bytes)", self.text.len() - kept.len())?;
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Debug for Untrusted<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+
+/// `text` cut at `max_bytes` (on a character boundary), saying how much was left out.
+pub fn capped(text: &str, max_bytes: usize) -> Cow<'_, str> {
+    if text.len() <= max_bytes {
+        return Cow::Borrowed(text);
+    }
+    let kept = &text[..floor_char_boundary(text, max_bytes)];
+    Cow::Owned(format!(
+        "{kept}... ({} more bytes)",
+        text.len() - kept.len()
+    ))
+}
+
+fn floor_char_boundary(text: &str, max: usize) -> usize {
+    if max >= text.len() {
+        return text.len();
+    }
+    (0..=max)
+        .rev()
+        .find(|&i| text.is_char_boundary(i))
+        .unwrap_or(0)
+}
+
+/// How much guest log output one evaluation has left.
+#[derive(Debug)]
+pub struct LogBudget {
+    left: usize,
+    dropped: usize,
+}
+
+impl Default for LogBudget {
+    fn default() -> Self {
+        Self {
+            left: MAX_LOGGED_BYTES_PER_EVALUATION,
+            dropped: 0,
+        }
+    }
+}
+
+impl LogBudget {
+    /// Whether a line of `bytes` may be logged; it is counted either way.
+    pub fn take(&mut self, bytes: usize) -> bool {
+        if bytes <= self.left {
+            self.left -= bytes;
+            true
+        } else {
+            self.left = 0;
+            self.dropped += bytes;
+            false
+        }
+    }
+
+    /// Bytes of output that were not logged.
+    pub fn dropped(&self) -> usize {
+        self.dropped
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn control_characters_are_escaped_so_no_line_can_be_forged() {
+        let uid = "abc\n2026-12-01T00:00:00Z  INFO forged\u{1b}[31m\r\u{85}";
+        let shown = untrusted(uid).to_string();
+        assert!(!shown.chars().any(char::is_control), "{shown}");
+        assert!(shown.contains("abc\\n2026"), "{shown}");
+        assert!(shown.contains("\\u{1b}[31m"), "{shown}");
+    }
+
+    #[test]
+    fn long_text_is_cut_on_a_character_boundary() {
+        let text = "é".repeat(MAX_LOGGED_BYTES);
+        let shown = untrusted(&text).to_string();
+        assert!(shown.len() < MAX_LOGGED_BYTES + 40, "{}", shown.len());
+        assert!(shown.ends_with(&format!("({} more bytes)", text.len() - MAX_LOGGED_BYTES)));
+        assert_eq!(capped("short", 10), "short");
+        assert_eq!(capped("ééé", 3), "é... (4 more bytes)");
+    }
+
+    #[test]
+    fn a_log_budget_counts_what_it_drops() {
+        let mut budget = LogBudget::default();
+        assert!(budget.take(MAX_LOGGED_BYTES_PER_EVALUATION - 1));
+        assert!(!budget.take(2));
+        assert!(!budget.take(1));
+        assert_eq!(budget.dropped(), 3);
+    }
+}
