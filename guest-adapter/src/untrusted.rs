@@ -8,8 +8,10 @@ use std::fmt;
 /// Longest untrusted text written to a log line.
 pub const MAX_LOGGED_BYTES: usize = 4 << 10;
 
-/// Longest message a guest's verdict or error may put in an admission response.
-pub const MAX_ANSWERED_BYTES: usize = 16 << 10;
+/// Longest message a guest's verdict or error may put in an admission response: far
+/// more than any message meant for a person (policies do use it to carry data, such as a
+/// list they were answered), far less than the 3 MB a guest could otherwise echo back.
+pub const MAX_ANSWERED_BYTES: usize = 256 << 10;
 
 /// Guest log output (console and log host calls, component stderr) one evaluation may
 /// write; past it, the rest is counted, not logged.

@@ -12,6 +12,7 @@ use wasmtime::{Engine, Store, StoreContextMut};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use super::answer_text::AnswerText;
+use super::guest_output::GuestOutput;
 use super::limits::{Limited, MemoryCap, guarded_store, guest_error, instantiation_error};
 use super::{EvalError, Runtime};
 
@@ -161,8 +162,15 @@ impl Limited for ComponentState {
 impl WasiView for ComponentState {
     fn ctx(&mut self) -> WasiCtxView<'_> {
         WasiCtxView {
-            // Nothing from the host: no files, no environment, no network.
-            ctx: self.wasi.get_or_insert_with(|| WasiCtx::builder().build()),
+            // Nothing from the host: no files, no environment, no network. Output goes
+            // to the server's log.
+            ctx: self.wasi.get_or_insert_with(|| {
+                let policy = self.session.policy_id();
+                WasiCtx::builder()
+                    .stdout(GuestOutput::new(policy.clone(), "stdout"))
+                    .stderr(GuestOutput::new(policy.clone(), "stderr"))
+                    .build()
+            }),
             table: &mut self.table,
         }
     }

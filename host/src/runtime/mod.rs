@@ -6,6 +6,7 @@ mod artifacts;
 pub mod component;
 mod engine;
 mod error;
+mod guest_output;
 mod limits;
 pub mod metadata;
 mod preinit;

@@ -21,6 +21,7 @@ use wasmtime_wasi::I32Exit;
 use wasmtime_wasi::p1::WasiP1Ctx;
 
 use super::error::GuestAbiError;
+use super::guest_output::GuestOutput;
 use super::limits::{Limited, MemoryCap, guarded_store, guest_error, instantiation_error};
 use super::{EvalError, Runtime, preinit};
 
@@ -324,10 +325,16 @@ impl Limited for WapcState {
 
 impl WapcState {
     /// A WASI context with nothing in it: no preopened directories, no environment, no
-    /// arguments, no network, empty stdin, discarded stdout/stderr.
+    /// arguments, no network, empty stdin, stdout and stderr to the server's log.
     fn wasi(&mut self) -> &mut WasiP1Ctx {
-        self.wasi
-            .get_or_insert_with(|| wasmtime_wasi::WasiCtxBuilder::new().build_p1())
+        let session = &self.session;
+        self.wasi.get_or_insert_with(|| {
+            let policy = session.policy_id();
+            wasmtime_wasi::WasiCtxBuilder::new()
+                .stdout(GuestOutput::new(policy.clone(), "stdout"))
+                .stderr(GuestOutput::new(policy.clone(), "stderr"))
+                .build_p1()
+        })
     }
 }
 
@@ -386,7 +393,7 @@ fn write(memory: &mut [u8], ptr: i32, bytes: &[u8]) -> wasmtime::Result<()> {
 /// The linker start-up runs with at load: the ordinary one, except that reading a clock
 /// (whose answer changes from one evaluation to the next) stops start-up, so that its
 /// module is not pre-initialized. What start-up may still call gives the same answer to
-/// every instance (no arguments, no environment, no preopened directories, discarded
+/// every instance (no arguments, no environment, no preopened directories, logged
 /// output), but for randomness: seeds drawn at load.
 fn start_up_linker(ordinary: &Linker<WapcState>) -> anyhow::Result<Linker<WapcState>> {
     fn refuse(call: &str) -> wasmtime::Error {

@@ -4,7 +4,8 @@
 //! times and accepts: the benchmarks' measure of one call); `list`, `get`, `can_i`
 //! (makes that `cluster-context@0.2.0` call with the settings' arguments and rejects with
 //! the answer's exact text, or `<error case>: <message>`; `list` and `get` with `times`
-//! make the call that often and accept).
+//! make the call that often and accept); `stderr_flood` (writes 10,000 lines to stderr,
+//! each with an escape sequence, and accepts).
 
 use std::hint::black_box;
 
@@ -110,6 +111,12 @@ impl Guest for Policy {
                 }
             }
             "trap" => core::arch::wasm32::unreachable(),
+            "stderr_flood" => {
+                for i in 0..10_000 {
+                    eprintln!("stderr line {i} \u{1b}[31mred");
+                }
+                accept()
+            }
             "grab_memory" => {
                 let mut hoard: Vec<Vec<u8>> = Vec::new();
                 loop {
