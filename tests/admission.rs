@@ -253,6 +253,21 @@ async fn configuration_that_would_serve_the_wrong_thing_stops_the_start() {
 }
 
 #[tokio::test]
+async fn an_empty_policies_file_serves_nothing_only_when_allowed() {
+    let server = builder("# the policies come later\n")
+        .arg("--allow-empty-policies")
+        .start();
+    assert_eq!(server.get("/readiness").await.0, 200);
+    let (status, body) = server
+        .post_json(
+            "/validate/anything",
+            &review(pod("web", json!({}), &["nginx:1.27"])),
+        )
+        .await;
+    assert_eq!(status, 404, "{body}");
+}
+
+#[tokio::test]
 async fn continue_on_errors_serves_the_others_and_rejects_for_the_broken_one() {
     let broken = policy(
         "broken",

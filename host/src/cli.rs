@@ -69,6 +69,10 @@ struct ServeArgs {
     log_level: String,
     #[arg(long, env = "KUBEWARDEN_LOG_FMT", value_enum, default_value = "text")]
     log_fmt: LogFormat,
+    /// Start with a policies.yml that has no policies (refused otherwise: nothing would
+    /// be served, and that is usually a mistake).
+    #[arg(long, env = "POLICY_SERVER_ALLOW_EMPTY_POLICIES")]
+    allow_empty_policies: bool,
     /// Start even if some policies fail to load; those reject every request with the reason.
     #[arg(long, env = "KUBEWARDEN_CONTINUE_ON_ERRORS")]
     continue_on_errors: bool,
@@ -234,7 +238,7 @@ async fn run(args: ServeArgs) -> anyhow::Result<()> {
             None
         }
     };
-    let file = PoliciesFile::load(&args.policies)?;
+    let file = PoliciesFile::load(&args.policies, args.allow_empty_policies)?;
     let runtime = Arc::new(Runtime::new(RuntimeConfig {
         memory_limit_bytes: args.policy_memory_limit_mib << 20,
         // Evaluations in flight, plus one for start-up checks.

@@ -107,22 +107,32 @@ pub struct PoliciesFile {
 }
 
 impl PoliciesFile {
-    pub fn load(path: &Path) -> anyhow::Result<Self> {
+    /// Reads a policies file; one without policies is refused unless `allow_empty` (a
+    /// server deployed before its policies, as Kubewarden's controller does).
+    pub fn load(path: &Path, allow_empty: bool) -> anyhow::Result<Self> {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("cannot read policies file {}", path.display()))?;
         let dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
-        Self::parse(&text, dir).with_context(|| format!("invalid policies file {}", path.display()))
+        Self::parse_with(&text, dir, allow_empty)
+            .with_context(|| format!("invalid policies file {}", path.display()))
     }
 
     /// Parses each policy on its own, so an error names the policy it is about. A file
     /// without policies, or with one id twice (which would silently replace a policy by
     /// another), is refused.
     pub fn parse(text: &str, dir: PathBuf) -> anyhow::Result<Self> {
+        Self::parse_with(text, dir, false)
+    }
+
+    fn parse_with(text: &str, dir: PathBuf, allow_empty: bool) -> anyhow::Result<Self> {
         let raw: Option<UniqueIds> =
             serde_yaml::from_str(text).context("expected a mapping from policy id to policy")?;
         let raw = raw.map(|ids| ids.0).unwrap_or_default();
-        if raw.is_empty() {
-            bail!("there are no policies in it: nothing would be served");
+        if raw.is_empty() && !allow_empty {
+            bail!(
+                "there are no policies in it: nothing would be served \
+                 (--allow-empty-policies starts anyway)"
+            );
         }
         let mut policies = BTreeMap::new();
         for (id, value) in raw {
@@ -257,6 +267,8 @@ labels:
             let text_of = format!("{err:#}");
             assert!(text_of.contains(reason), "{text:?}: {text_of}");
         }
+        let empty = PoliciesFile::parse_with("# policies come later\n", ".".into(), true).unwrap();
+        assert!(empty.policies.is_empty());
         let fine = PoliciesFile::parse(
             "p:\n  module: a.wasm\n  timeoutEvalSeconds: 30\n",
             ".".into(),

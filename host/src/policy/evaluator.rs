@@ -81,18 +81,7 @@ impl Evaluator {
             lane_capacity,
             lane_workers: limits.workers_per_policy.clamp(1, limits.workers),
         }));
-        for index in 0..limits.workers {
-            let queue = queue.clone();
-            std::thread::Builder::new()
-                .name(format!("policy-worker-{index}"))
-                .spawn(move || {
-                    while let Some((lane, job)) = queue.next() {
-                        job();
-                        queue.finished(lane);
-                    }
-                })
-                .expect("spawning an evaluation worker");
-        }
+        super::workers::start(queue.clone(), limits.workers);
         Self {
             runtime,
             policies,

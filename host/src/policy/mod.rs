@@ -6,6 +6,7 @@ mod evaluator;
 mod loader;
 mod scheduler;
 mod verdict;
+mod workers;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -129,6 +129,10 @@ impl FairQueue {
         self.work.notify_all();
     }
 
+    pub(crate) fn is_closed(&self) -> bool {
+        self.lock().closed
+    }
+
     /// Evaluations waiting for a worker.
     #[cfg(test)]
     fn waiting(&self) -> usize {

@@ -21,10 +21,14 @@ use super::routes::{AppState, Routes, handle};
 /// writing before it is dropped.
 const CLOSE_GRACE: Duration = Duration::from_secs(5);
 
+/// When the server closes, a connection that has not had its first request yet gets
+/// this long to send it.
+const FIRST_REQUEST_GRACE: Duration = Duration::from_secs(1);
+
 /// Room hyper may use to read one HTTP/1 message head (and buffer body bytes): more
-/// than any real client's headers, and small enough that a thousand connections that
-/// stall mid-headers hold little.
-const MAX_READ_BUFFER_BYTES: usize = 64 << 10;
+/// than any real client's headers (the API server's are under 1 KiB), and small enough
+/// that a thousand connections stalled mid-request hold 16 MiB.
+const MAX_READ_BUFFER_BYTES: usize = 16 << 10;
 
 /// Serves one connection until the client closes it, it breaks a deadline, or `closing`
 /// turns true; `opened` is when it was accepted (the header deadline counts from there).
@@ -65,8 +69,24 @@ pub(crate) async fn serve_connection<IO>(
     };
     let connection = builder.serve_connection(TokioIo::new(io), service);
     tokio::pin!(connection);
+    // Set when the server starts closing before this connection's first request: it was
+    // accepted because its client is about to send one, which must not meet a closed
+    // socket.
+    let mut first_request_by: Option<Instant> = None;
+    let deadline_of = |first_request_by: Option<Instant>| {
+        let idle = activity.deadline(header_timeout, idle_timeout);
+        match first_request_by {
+            Some(by) if activity.requests.load(Ordering::Acquire) == 0 => {
+                Some(idle.map_or(by, |idle| idle.min(by)))
+            }
+            _ => idle,
+        }
+    };
     loop {
-        let deadline = activity.deadline(header_timeout, idle_timeout);
+        if first_request_by.is_some() && activity.served_and_idle() {
+            break;
+        }
+        let deadline = deadline_of(first_request_by);
         let idle_expired = async {
             match deadline {
                 Some(deadline) => tokio::time::sleep_until(deadline.into()).await,
@@ -83,15 +103,18 @@ pub(crate) async fn serve_connection<IO>(
             () = activity.changed.notified() => continue,
             () = idle_expired => {
                 // Re-checked: a request may have begun as the timer fired.
-                if activity.deadline(header_timeout, idle_timeout).is_some_and(|d| d <= Instant::now()) {
+                if deadline_of(first_request_by).is_some_and(|d| d <= Instant::now()) {
                     tracing::debug!("closing a connection that stalled or idled");
                     break;
                 }
             }
-            changed = closing.changed() => {
+            changed = closing.changed(), if first_request_by.is_none() => {
                 // Closing, or the server is gone.
                 if changed.is_err() || *closing.borrow() {
-                    break;
+                    if activity.requests.load(Ordering::Acquire) > 0 {
+                        break;
+                    }
+                    first_request_by = Some(Instant::now() + FIRST_REQUEST_GRACE);
                 }
             }
         }
@@ -150,6 +173,11 @@ impl Activity {
         self.head_started_ms.store(0, Ordering::Release);
         self.changed.notify_one();
         InProgress(self.clone())
+    }
+
+    /// At least one request was served and none is in progress.
+    fn served_and_idle(&self) -> bool {
+        self.requests.load(Ordering::Acquire) > 0 && self.in_progress.load(Ordering::Acquire) == 0
     }
 
     fn bytes_read(&self, first_bytes: &[u8]) {

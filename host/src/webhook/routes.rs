@@ -306,11 +306,13 @@ async fn read_body<'a>(
     if declared.is_some_and(|len| len > limit as u64) {
         return Err(too_large());
     }
-    // Bytes are reserved as the buffer grows, so the budget counts what is held, not
-    // what a client claims it will send.
+    // Bytes are reserved as they arrive, so the budget counts what is held, not what a
+    // client claims it will send. The chunks are kept as hyper hands them over and joined
+    // once at the end (not at all when there is one): no buffer regrown and copied again
+    // and again, and no freed regrowths left in the allocator.
     let mut reservation = state.body_budget.reservation();
-    let expected = declared.map_or(0, |len| len as usize);
-    let mut buffer = BytesMut::new();
+    let mut chunks: Vec<Bytes> = Vec::new();
+    let mut received = 0usize;
     let mut body = request.into_body();
     let read_all = async {
         while let Some(frame) = body.frame().await {
@@ -323,29 +325,30 @@ async fn read_body<'a>(
             let Ok(data) = frame.into_data() else {
                 continue;
             };
-            let needed = buffer.len() + data.len();
-            if needed > limit {
+            if received + data.len() > limit {
                 return Err(too_large());
             }
-            if needed > buffer.capacity() {
-                // Doubling, but never past the declared length (or the limit without one).
-                let ceiling = if expected >= needed { expected } else { limit };
-                let capacity = (buffer.capacity() * 2).clamp(needed, ceiling.max(needed));
-                reservation
-                    .grow(capacity - buffer.capacity())
-                    .map_err(spent)?;
-                // A buffer of exactly this capacity: what the budget counts is what is held.
-                let mut grown = BytesMut::with_capacity(capacity);
-                grown.extend_from_slice(&buffer);
-                buffer = grown;
-            }
-            buffer.extend_from_slice(&data);
+            reservation.grow(data.len()).map_err(spent)?;
+            received += data.len();
+            chunks.push(data);
         }
         Ok(())
     };
     let outcome = tokio::time::timeout_at(deadline.into(), read_all).await;
     match outcome {
-        Ok(Ok(())) => Ok((buffer.freeze(), reservation)),
+        Ok(Ok(())) => {
+            let body = match chunks.len() {
+                1 => chunks.pop().expect("one chunk"),
+                _ => {
+                    let mut joined = BytesMut::with_capacity(received);
+                    chunks
+                        .iter()
+                        .for_each(|chunk| joined.extend_from_slice(chunk));
+                    joined.freeze()
+                }
+            };
+            Ok((body, reservation))
+        }
         Ok(Err(err)) => Err(err),
         Err(_) => Err(ApiError::new(
             StatusCode::REQUEST_TIMEOUT,

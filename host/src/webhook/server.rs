@@ -2,16 +2,19 @@
 //! a shutdown that loses no request.
 
 use std::future::Future;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio::net::TcpListener;
+use futures::FutureExt;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, watch};
 use tokio_rustls::TlsAcceptor;
 
 use super::connection::serve_connection;
 use super::limits::TRIM_CHECK_INTERVAL;
 use super::routes::{AppState, Routes};
+use crate::throttle::LogThrottle;
 
 /// A bound socket and how to speak on it.
 pub struct Listener {
@@ -49,6 +52,7 @@ pub async fn serve(
     shutdown: impl Future<Output = ()>,
 ) {
     let (closing, connections_closed) = watch::channel(false);
+    let (stop_accepting, accepting) = watch::channel(false);
     let open_connections = Arc::new(Semaphore::new(state.limits.max_connections));
     let mut accept_loops = tokio::task::JoinSet::new();
     let mut listeners = vec![(main, Routes::All)];
@@ -62,6 +66,7 @@ pub async fn serve(
             state.clone(),
             open_connections.clone(),
             connections_closed.clone(),
+            accepting.clone(),
         ));
     }
     drop(connections_closed);
@@ -88,7 +93,7 @@ pub async fn serve(
     state.readiness.set_draining();
     tokio::time::sleep(timing.drain_delay).await;
     tracing::info!("no new connections; finishing requests in flight");
-    accept_loops.abort_all();
+    let _ = stop_accepting.send(true);
     while accept_loops.join_next().await.is_some() {}
     let _ = closing.send(true);
     let left = timing.grace_period.saturating_sub(stopping.elapsed());
@@ -106,59 +111,79 @@ async fn accept_loop(
     state: Arc<AppState>,
     open_connections: Arc<Semaphore>,
     closing: watch::Receiver<bool>,
+    mut stop: watch::Receiver<bool>,
 ) {
-    let mut refused_since_log = 0u64;
-    let mut last_refusal_log: Option<Instant> = None;
+    let admit = Admission {
+        tls: listener.tls.clone(),
+        routes,
+        state,
+        open_connections,
+        closing,
+        refusals: LogThrottle::default(),
+    };
     loop {
-        let (stream, peer) = match listener.socket.accept().await {
-            Ok(accepted) => accepted,
+        let accepted = tokio::select! {
+            accepted = listener.socket.accept() => accepted,
+            _ = stop.wait_for(|stop| *stop) => break,
+        };
+        match accepted {
+            Ok((stream, peer)) => admit.connection(stream, peer),
             Err(err) => {
                 // Usually out of file descriptors: back off instead of spinning.
                 tracing::warn!(error = %err, "accept failed");
                 tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
             }
-        };
+        }
+    }
+    // Connections the kernel completed before the listener closes are served, not reset:
+    // their clients have sent, or are sending, a request.
+    while let Some(Ok((stream, peer))) = listener.socket.accept().now_or_never() {
+        admit.connection(stream, peer);
+    }
+}
+
+/// Takes an accepted connection in, if there is room for it.
+struct Admission {
+    tls: Option<TlsAcceptor>,
+    routes: Routes,
+    state: Arc<AppState>,
+    open_connections: Arc<Semaphore>,
+    closing: watch::Receiver<bool>,
+    refusals: LogThrottle,
+}
+
+impl Admission {
+    fn connection(&self, stream: TcpStream, peer: SocketAddr) {
         let opened = Instant::now();
-        let Ok(slot) = open_connections.clone().try_acquire_owned() else {
+        let Ok(slot) = self.open_connections.clone().try_acquire_owned() else {
             // Closed at once, so the client fails fast (and the API server applies the
             // webhook's failurePolicy) instead of waiting in the accept queue.
             drop(stream);
-            refused_since_log += 1;
-            if last_refusal_log.is_none_or(|at| at.elapsed() >= Duration::from_secs(10)) {
+            if let Some(left_out) = self.refusals.admit() {
                 tracing::warn!(
-                    refused = refused_since_log,
-                    limit = state.limits.max_connections,
-                    "connections refused: too many open"
+                    limit = self.state.limits.max_connections,
+                    similar_left_out = left_out,
+                    "connection refused: too many open"
                 );
-                refused_since_log = 0;
-                last_refusal_log = Some(opened);
             }
-            continue;
+            return;
         };
         let _ = stream.set_nodelay(true);
-        let (tls, state, closing) = (listener.tls.clone(), state.clone(), closing.clone());
+        let (tls, routes) = (self.tls.clone(), self.routes);
+        let (state, closing) = (self.state.clone(), self.closing.clone());
         tokio::spawn(async move {
             let _slot = slot;
+            let Some(acceptor) = tls else {
+                return serve_connection(stream, opened, routes, state, closing).await;
+            };
             let handshake_deadline = opened + state.limits.header_timeout;
-            match tls {
-                None => serve_connection(stream, opened, routes, state, closing).await,
-                Some(acceptor) => {
-                    match tokio::time::timeout_at(
-                        handshake_deadline.into(),
-                        acceptor.accept(stream),
-                    )
-                    .await
-                    {
-                        Ok(Ok(tls_stream)) => {
-                            serve_connection(tls_stream, opened, routes, state, closing).await
-                        }
-                        Ok(Err(err)) => {
-                            tracing::debug!(%peer, error = %err, "TLS handshake failed")
-                        }
-                        Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
-                    }
+            match tokio::time::timeout_at(handshake_deadline.into(), acceptor.accept(stream)).await
+            {
+                Ok(Ok(tls_stream)) => {
+                    serve_connection(tls_stream, opened, routes, state, closing).await
                 }
+                Ok(Err(err)) => tracing::debug!(%peer, error = %err, "TLS handshake failed"),
+                Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
             }
         });
     }
