@@ -13,37 +13,44 @@ pub const MAX_LOGGED_BYTES: usize = 4 << 10;
 /// list they were answered), far less than the 3 MB a guest could otherwise echo back.
 pub const MAX_ANSWERED_BYTES: usize = 256 << 10;
 
-/// Guest log output (console and log host calls, component stderr) one evaluation may
-/// write; past it, the rest is counted, not logged.
+/// Guest log output one evaluation may write, once for its log host calls (waPC console
+/// and SDK logging) and once for its stdout and stderr; past it, the rest is counted,
+/// not logged.
 pub const MAX_LOGGED_BYTES_PER_EVALUATION: usize = 64 << 10;
 
 /// Displays `text` escaped and cut at [`MAX_LOGGED_BYTES`].
 pub fn untrusted(text: &str) -> Untrusted<'_> {
-    Untrusted {
-        text,
-        max_bytes: MAX_LOGGED_BYTES,
-    }
+    Untrusted(text)
 }
 
 /// See [`untrusted`].
-pub struct Untrusted<'a> {
-    text: &'a str,
-    max_bytes: usize,
+pub struct Untrusted<'a>(&'a str);
+
+/// Characters that are not control characters but can still end a line for some log
+/// readers (line and paragraph separators) or reorder what is shown (bidirectional
+/// overrides and isolates, zero-width marks).
+fn misleading(c: char) -> bool {
+    matches!(
+        c,
+        '\u{2028}' | '\u{2029}' | '\u{200b}'..='\u{200f}' | '\u{202a}'..='\u{202e}'
+            | '\u{2066}'..='\u{2069}' | '\u{feff}'
+    )
 }
 
 impl fmt::Display for Untrusted<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let kept = &self.text[..floor_char_boundary(self.text, self.max_bytes)];
+        let text = self.0;
+        let kept = &text[..text.floor_char_boundary(MAX_LOGGED_BYTES)];
         for c in kept.chars() {
-            if c.is_control() {
+            if c.is_control() || misleading(c) {
                 // `\n`, `\u{1b}`...: readable, and never a control character.
                 write!(f, "{}", c.escape_default())?;
             } else {
                 f.write_fmt(format_args!("{c}"))?;
             }
         }
-        if kept.len() < self.text.len() {
-            write!(f, "... ({} more bytes)", self.text.len() - kept.len())?;
+        if kept.len() < text.len() {
+            write!(f, "... ({} more bytes)", text.len() - kept.len())?;
         }
         Ok(())
     }
@@ -60,21 +67,11 @@ pub fn capped(text: &str, max_bytes: usize) -> Cow<'_, str> {
     if text.len() <= max_bytes {
         return Cow::Borrowed(text);
     }
-    let kept = &text[..floor_char_boundary(text, max_bytes)];
+    let kept = &text[..text.floor_char_boundary(max_bytes)];
     Cow::Owned(format!(
         "{kept}... ({} more bytes)",
         text.len() - kept.len()
     ))
-}
-
-fn floor_char_boundary(text: &str, max: usize) -> usize {
-    if max >= text.len() {
-        return text.len();
-    }
-    (0..=max)
-        .rev()
-        .find(|&i| text.is_char_boundary(i))
-        .unwrap_or(0)
 }
 
 /// How much guest log output one evaluation has left.
@@ -118,9 +115,12 @@ mod tests {
 
     #[test]
     fn control_characters_are_escaped_so_no_line_can_be_forged() {
-        let uid = "abc\n2026-12-01T00:00:00Z  INFO forged\u{1b}[31m\r\u{85}";
+        let uid = "abc\n2026-12-01T00:00:00Z  INFO forged\u{1b}[31m\r\u{85}\u{2028}\u{202e}";
         let shown = untrusted(uid).to_string();
-        assert!(!shown.chars().any(char::is_control), "{shown}");
+        assert!(
+            !shown.chars().any(|c| c.is_control() || misleading(c)),
+            "{shown}"
+        );
         assert!(shown.contains("abc\\n2026"), "{shown}");
         assert!(shown.contains("\\u{1b}[31m"), "{shown}");
     }

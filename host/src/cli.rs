@@ -327,8 +327,15 @@ fn server_limits(args: &ServeArgs) -> anyhow::Result<(ServerLimits, ShutdownTimi
         ("--idle-timeout-seconds", args.idle_timeout_seconds),
         ("--shutdown-grace-seconds", args.shutdown_grace_seconds),
     ] {
-        anyhow::ensure!(value > 0, "{flag} must be at least 1");
+        anyhow::ensure!(
+            (1..=MAX_TIMEOUT_SECONDS).contains(&value),
+            "{flag} must be between 1 and {MAX_TIMEOUT_SECONDS}"
+        );
     }
+    anyhow::ensure!(
+        args.shutdown_drain_seconds <= MAX_TIMEOUT_SECONDS,
+        "--shutdown-drain-seconds must be at most {MAX_TIMEOUT_SECONDS}"
+    );
     anyhow::ensure!(
         limits.max_connections > 0,
         "--max-connections must be at least 1"
@@ -350,6 +357,10 @@ fn server_limits(args: &ServeArgs) -> anyhow::Result<(ServerLimits, ShutdownTimi
     raise_open_file_limit(limits.max_connections);
     Ok((limits, timing))
 }
+
+/// Longest any of the connection and shutdown timeouts may be: an hour is already far
+/// past anything a webhook needs.
+const MAX_TIMEOUT_SECONDS: u64 = 3600;
 
 /// Each connection is a file descriptor: the soft limit is raised to the hard one (as
 /// Go and nginx do), and a cap the process cannot honour is reported.

@@ -47,9 +47,10 @@ async fn a_kept_alive_connection_may_idle_between_requests_past_the_header_timeo
     let mut stream = connect(server.address()).await;
     let (status, answer) = exchange(&mut stream, "/validate/latest", &body).await;
     assert_eq!(status, 200, "{answer}");
-    // Longer than the header timeout, shorter than the idle timeout: clients reuse such
-    // connections, and one closed under them loses the request they send.
-    tokio::time::sleep(Duration::from_millis(2500)).await;
+    // Longer than the header timeout, and than hyper's own default header timeout (30 s),
+    // shorter than the idle timeout: clients reuse such connections, and one closed under
+    // them loses the request they send.
+    tokio::time::sleep(Duration::from_secs(32)).await;
     let (status, answer) = exchange(&mut stream, "/validate/latest", &body).await;
     assert_eq!(status, 200, "{answer}");
 }
@@ -199,4 +200,36 @@ async fn stalled_bodies_hold_no_more_than_the_budget_and_their_memory_is_given_b
     // And it still serves.
     let answer = server.validate("latest", &pinned_pod()).await;
     assert_eq!(answer["allowed"], true, "{answer}");
+}
+
+#[tokio::test]
+async fn a_body_sent_a_byte_at_a_time_in_chunks_arrives_whole() {
+    let server = server(json!({"latest": deny_latest_tag()}))
+        .plain_http()
+        .start();
+    // Padded past one 64 KiB read segment, so the body is joined from several.
+    let mut object = pinned_pod();
+    object["request"]["object"]["metadata"]["annotations"] = json!({"pad": "p".repeat(100_000)});
+    let body = serde_json::to_vec(&object).unwrap();
+    let mut chunked = Vec::new();
+    for byte in &body {
+        chunked.extend_from_slice(b"1\r\n");
+        chunked.push(*byte);
+        chunked.extend_from_slice(b"\r\n");
+    }
+    chunked.extend_from_slice(b"0\r\n\r\n");
+    let mut stream = connect(server.address()).await;
+    stream
+        .write_all(
+            b"POST /validate/latest HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n\
+              Transfer-Encoding: chunked\r\n\r\n",
+        )
+        .await
+        .unwrap();
+    stream.write_all(&chunked).await.unwrap();
+    let (status, answer) = read_response(&mut stream).await;
+    assert_eq!(status, 200, "{answer}");
+    let answer: serde_json::Value = serde_json::from_str(&answer).unwrap();
+    assert_eq!(answer["response"]["allowed"], true, "{answer}");
+    assert_eq!(answer["response"]["uid"], object["request"]["uid"]);
 }

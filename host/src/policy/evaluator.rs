@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use serde_json::value::RawValue;
 
-use super::scheduler::{FairQueue, Job, QueueFull, QueueLimits};
+use super::scheduler::{FairQueue, Job, QueueFull, QueueLimits, Ticket};
 use super::{GuestVerdict, Policy};
 use crate::runtime::{EvalError, Runtime};
 
@@ -79,7 +79,12 @@ impl Evaluator {
             lanes: lanes.len(),
             capacity: limits.queued,
             lane_capacity,
-            lane_workers: limits.workers_per_policy.clamp(1, limits.workers),
+            // A policy alone has no one to leave a worker to.
+            lane_workers: if lanes.len() > 1 {
+                limits.workers_per_policy.clamp(1, limits.workers)
+            } else {
+                limits.workers
+            },
         }));
         super::workers::start(queue.clone(), limits.workers);
         Self {
@@ -94,17 +99,16 @@ impl Evaluator {
         self.policies.get(id)
     }
 
-    pub fn policies(&self) -> impl Iterator<Item = &Arc<Policy>> {
-        self.policies.values()
-    }
-
     /// Evaluates `request` with `policy` on a worker thread, unless no worker is free
-    /// before `deadline` (when the caller stops waiting for the answer).
-    pub async fn validate(
+    /// before `deadline` (when the caller stops waiting for the answer). `held` (what the
+    /// request holds of the server's budgets) is kept until the evaluation ends, or its
+    /// job is withdrawn: a queued job counts for as long as it is queued.
+    pub async fn validate<H: Send + 'static>(
         &self,
         policy: &Arc<Policy>,
         request: Arc<RawValue>,
         deadline: Instant,
+        held: H,
     ) -> Result<Result<GuestVerdict, EvalError>, Unavailable> {
         tracing::debug!(policy = %policy.id, "evaluating");
         let lane = *self
@@ -114,6 +118,7 @@ impl Evaluator {
         let (answer, answered) = tokio::sync::oneshot::channel();
         let (runtime, policy) = (self.runtime.clone(), policy.clone());
         let job: Job = Box::new(move || {
+            let _held = held;
             // The caller gave up while this waited (its deadline passed, the client went
             // away): nobody would read the verdict.
             if answer.is_closed() || Instant::now() >= deadline {
@@ -125,13 +130,39 @@ impl Evaluator {
                     .unwrap_or_else(|_| Err(EvalError::Trap("the evaluation panicked".into())));
             let _ = answer.send(outcome);
         });
-        self.queue
+        let ticket = self
+            .queue
             .push(lane, job)
             .map_err(Unavailable::Overloaded)?;
-        match tokio::time::timeout_at(deadline.into(), answered).await {
-            Ok(Ok(outcome)) => Ok(outcome),
+        // Withdrawn if the caller stops waiting first, here or by being dropped.
+        let mut queued = Queued {
+            queue: &self.queue,
+            lane,
+            ticket: Some(ticket),
+        };
+        let outcome = tokio::time::timeout_at(deadline.into(), answered).await;
+        match outcome {
+            Ok(Ok(outcome)) => {
+                queued.ticket = None;
+                Ok(outcome)
+            }
             // Dropped unanswered: the deadline passed before a worker took it.
             Ok(Err(_)) | Err(_) => Err(Unavailable::DeadlinePassed),
+        }
+    }
+}
+
+/// A job in the queue that its caller may still withdraw.
+struct Queued<'a> {
+    queue: &'a FairQueue,
+    lane: usize,
+    ticket: Option<Ticket>,
+}
+
+impl Drop for Queued<'_> {
+    fn drop(&mut self) {
+        if let Some(ticket) = self.ticket.take() {
+            self.queue.withdraw(self.lane, ticket);
         }
     }
 }

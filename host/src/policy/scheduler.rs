@@ -41,9 +41,14 @@ pub(crate) struct FairQueue {
     work: Condvar,
 }
 
+/// Names a queued job, so its caller can withdraw it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Ticket(u64);
+
 #[derive(Default)]
 struct State {
     lanes: Vec<Lane>,
+    next_ticket: u64,
     /// Lanes with work waiting and a worker to spare, in the order they get their turn.
     turns: VecDeque<usize>,
     waiting: usize,
@@ -52,7 +57,8 @@ struct State {
 
 #[derive(Default)]
 struct Lane {
-    jobs: VecDeque<Job>,
+    /// Waiting jobs with their tickets, oldest first.
+    jobs: VecDeque<(Ticket, Job)>,
     running: usize,
     /// Whether the lane is in `turns`.
     has_turn: bool,
@@ -73,7 +79,7 @@ impl FairQueue {
     }
 
     /// Queues `job` in `lane`, or says which bound it would exceed.
-    pub(crate) fn push(&self, lane: usize, job: Job) -> Result<(), QueueFull> {
+    pub(crate) fn push(&self, lane: usize, job: Job) -> Result<Ticket, QueueFull> {
         let mut state = self.lock();
         if state.waiting >= self.limits.capacity {
             return Err(QueueFull::Total(state.waiting));
@@ -82,12 +88,36 @@ impl FairQueue {
         if queued >= self.limits.lane_capacity {
             return Err(QueueFull::Lane(queued));
         }
-        state.lanes[lane].jobs.push_back(job);
+        let ticket = Ticket(state.next_ticket);
+        state.next_ticket += 1;
+        state.lanes[lane].jobs.push_back((ticket, job));
         state.waiting += 1;
-        if self.give_turn(&mut state, lane) {
+        self.give_turn(&mut state, lane);
+        // Every job may be one an idle worker can take now, even in a lane already in line.
+        if !state.turns.is_empty() {
             self.work.notify_one();
         }
-        Ok(())
+        Ok(ticket)
+    }
+
+    /// Takes back a job that no worker has taken yet (its caller stopped waiting), so it
+    /// neither holds a slot nor what it captured. False if it was taken or is unknown.
+    pub(crate) fn withdraw(&self, lane: usize, ticket: Ticket) -> bool {
+        let mut state = self.lock();
+        let jobs = &mut state.lanes[lane].jobs;
+        let Some(position) = jobs.iter().position(|(queued, _)| *queued == ticket) else {
+            return false;
+        };
+        let withdrawn = jobs.remove(position);
+        state.waiting -= 1;
+        if state.lanes[lane].jobs.is_empty() && state.lanes[lane].has_turn {
+            state.lanes[lane].has_turn = false;
+            state.turns.retain(|&queued| queued != lane);
+        }
+        drop(state);
+        // Dropped outside the lock: it may free a large request.
+        drop(withdrawn);
+        true
     }
 
     /// The next job, in turn across lanes; blocks while there is none. `None` once the
@@ -100,7 +130,7 @@ impl FairQueue {
             }
             if let Some(lane) = state.turns.pop_front() {
                 state.lanes[lane].has_turn = false;
-                let job = state.lanes[lane]
+                let (_, job) = state.lanes[lane]
                     .jobs
                     .pop_front()
                     .expect("a lane with a turn has work");
@@ -108,6 +138,10 @@ impl FairQueue {
                 state.lanes[lane].running += 1;
                 // Back of the line: the other lanes go first.
                 self.give_turn(&mut state, lane);
+                // More work for another idle worker: pass the wake-up on.
+                if !state.turns.is_empty() {
+                    self.work.notify_one();
+                }
                 return Some((lane, job));
             }
             state = self.work.wait(state).unwrap_or_else(|e| e.into_inner());
@@ -229,6 +263,70 @@ mod tests {
             queue.push(1, noop()).unwrap();
         }
         assert_eq!(queue.push(2, noop()), Err(QueueFull::Total(8)));
+    }
+
+    #[test]
+    fn a_withdrawn_job_frees_its_slot_and_its_lanes_turn() {
+        let queue = FairQueue::new(limits(2, 1));
+        let ticket = queue.push(0, noop()).unwrap();
+        queue.push(1, noop()).unwrap();
+        assert!(queue.withdraw(0, ticket));
+        assert!(!queue.withdraw(0, ticket), "withdrawn twice");
+        assert_eq!(queue.waiting(), 1);
+        assert_eq!(take(&queue, 1), [1]);
+        // A taken job cannot be withdrawn.
+        let ticket = queue.push(0, noop()).unwrap();
+        assert_eq!(take(&queue, 1), [0]);
+        assert!(!queue.withdraw(0, ticket));
+    }
+
+    #[test]
+    fn a_burst_for_one_lane_runs_on_every_worker_it_may_hold() {
+        let queue = Arc::new(FairQueue::new(limits(1, 4)));
+        let running = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let (release, released) = std::sync::mpsc::channel::<()>();
+        let released = Arc::new(std::sync::Mutex::new(released));
+        let workers: Vec<_> = (0..4)
+            .map(|_| {
+                let queue = queue.clone();
+                std::thread::spawn(move || {
+                    while let Some((lane, job)) = queue.next() {
+                        job();
+                        queue.finished(lane);
+                    }
+                })
+            })
+            .collect();
+        // Let the workers go to sleep before the burst arrives.
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        for _ in 0..4 {
+            let (running, released) = (running.clone(), released.clone());
+            queue
+                .push(
+                    0,
+                    Box::new(move || {
+                        running.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                        let _ = released.lock().unwrap().recv();
+                    }),
+                )
+                .unwrap();
+        }
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while running.load(std::sync::atomic::Ordering::SeqCst) < 4 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "only {} of 4 jobs ran at once",
+                running.load(std::sync::atomic::Ordering::SeqCst)
+            );
+            std::thread::yield_now();
+        }
+        for _ in 0..4 {
+            release.send(()).unwrap();
+        }
+        queue.close();
+        for worker in workers {
+            worker.join().unwrap();
+        }
     }
 
     #[test]

@@ -30,6 +30,7 @@ struct WorkerSlot {
     tid: AtomicI32,
     /// When its evaluation began (milliseconds after the pool started), 0 when idle.
     busy_since_ms: AtomicU64,
+    /// Demoted already (the supervisor's own record, so it asks the kernel once).
     demoted: AtomicBool,
 }
 
@@ -40,18 +41,32 @@ pub(crate) fn start(queue: Arc<FairQueue>, count: usize) {
     let slots: Vec<Arc<WorkerSlot>> = (0..count).map(|_| Arc::default()).collect();
     let (retired, retirements) = mpsc::channel::<usize>();
     for (index, slot) in slots.iter().enumerate() {
-        spawn_worker(index, slot.clone(), queue.clone(), started, retired.clone());
+        spawn_worker(index, slot.clone(), queue.clone(), started, retired.clone())
+            .expect("spawning an evaluation worker");
     }
     std::thread::Builder::new()
         .name("policy-worker-supervisor".into())
         .spawn(move || {
             let mut slots = slots;
+            // Workers to replace; kept until a thread can be had (a pids limit may refuse).
+            let mut to_replace: Vec<usize> = Vec::new();
             loop {
                 if let Ok(index) = retirements.recv_timeout(WATCH_INTERVAL) {
-                    let slot = Arc::new(WorkerSlot::default());
-                    spawn_worker(index, slot.clone(), queue.clone(), started, retired.clone());
-                    slots[index] = slot;
+                    to_replace.push(index);
                 }
+                to_replace.retain(|&index| {
+                    let slot = Arc::new(WorkerSlot::default());
+                    match spawn_worker(index, slot.clone(), queue.clone(), started, retired.clone()) {
+                        Ok(()) => {
+                            slots[index] = slot;
+                            false
+                        }
+                        Err(err) => {
+                            tracing::warn!(error = %err, "cannot start an evaluation worker; retrying");
+                            true
+                        }
+                    }
+                });
                 if queue.is_closed() {
                     return;
                 }
@@ -70,7 +85,7 @@ fn spawn_worker(
     queue: Arc<FairQueue>,
     started: Instant,
     retired: mpsc::Sender<usize>,
-) {
+) -> std::io::Result<()> {
     std::thread::Builder::new()
         .name(format!("policy-worker-{index}"))
         .spawn(move || {
@@ -82,13 +97,20 @@ fn spawn_worker(
                 job();
                 slot.busy_since_ms.store(0, Ordering::Release);
                 queue.finished(lane);
-                if slot.demoted.load(Ordering::Acquire) {
+                // Asked of the thread itself, not of the flag: the supervisor may have
+                // demoted it just as one job ended and the next began.
+                if is_demoted() {
                     let _ = retired.send(index);
                     return;
                 }
             }
         })
-        .expect("spawning an evaluation worker");
+        .map(drop)
+}
+
+fn is_demoted() -> bool {
+    // SAFETY: sched_getscheduler(0) only reads the calling thread's class.
+    unsafe { libc::sched_getscheduler(0) == libc::SCHED_IDLE }
 }
 
 fn demote_if_long(slot: &WorkerSlot, now_ms: u64) {

@@ -3,9 +3,11 @@
 //!
 //! A cached artifact is loaded as code the server will run, so the cache must be this
 //! server's alone: its directory is created 0700 and its files 0600, and a directory or
-//! file owned by another user or writable by others is refused. Every file also names the
-//! module it was made from (its SHA-256) and carries a digest of its own contents: a file
-//! moved, swapped or cut short is ignored and rebuilt, never run for another module.
+//! file owned by another user or writable by others is refused. That is what keeps
+//! foreign code out. Every file also names what it was made from (the module's SHA-256,
+//! the kind of artifact and the engine's settings) and carries a digest of its own
+//! contents: a file moved, swapped, copied from another engine or cut short is ignored
+//! and rebuilt, never run for another module.
 
 use std::fs::{DirBuilder, File, OpenOptions};
 use std::io::{Read, Write};
@@ -17,7 +19,10 @@ use anyhow::Context;
 use sha2::{Digest, Sha256};
 
 /// Bump when files written by an older server must no longer be read.
-const MAGIC: &[u8; 8] = b"PSART\x00\x00\x02";
+const MAGIC: &[u8; 8] = b"PSART\x00\x00\x03";
+
+/// Larger files are refused unread: no policy compiles to this much.
+const MAX_ARTIFACT_BYTES: u64 = 1 << 30;
 const HEADER_BYTES: usize = MAGIC.len() + 32 + 32;
 
 /// What an artifact is, and so which folder it lives in.
@@ -73,8 +78,8 @@ impl ArtifactStore {
     /// Loads from the cache what was compiled or pre-initialized from the module whose
     /// digest is `source`.
     pub(crate) fn load(&self, kind: ArtifactKind, source: &SourceDigest) -> Option<Vec<u8>> {
-        let path = self.path(kind, source);
-        let payload = read_artifact(&path, source).unwrap_or_else(|reason| {
+        let (path, made_from) = (self.path(kind, source), self.made_from(kind, source));
+        let payload = read_artifact(&path, &made_from).unwrap_or_else(|reason| {
             tracing::warn!(file = %path.display(), "ignoring a cached artifact: {reason:#}");
             None
         });
@@ -98,13 +103,13 @@ impl ArtifactStore {
         source: &SourceDigest,
         payload: &[u8],
     ) -> anyhow::Result<()> {
-        let path = self.path(kind, source);
+        let (path, made_from) = (self.path(kind, source), self.made_from(kind, source));
         let dir = path.parent().expect("artifacts live in a folder");
         // tempfile creates its files 0600.
         let mut partial = tempfile::NamedTempFile::new_in(dir)
             .with_context(|| format!("cannot write in {}", dir.display()))?;
         let payload_digest: [u8; 32] = Sha256::digest(payload).into();
-        for part in [&MAGIC[..], &source[..], &payload_digest[..], payload] {
+        for part in [&MAGIC[..], &made_from[..], &payload_digest[..], payload] {
             partial
                 .write_all(part)
                 .with_context(|| format!("cannot write {}", partial.path().display()))?;
@@ -122,13 +127,23 @@ impl ArtifactStore {
         )
     }
 
-    fn path(&self, kind: ArtifactKind, source: &SourceDigest) -> PathBuf {
-        let name = Sha256::new()
+    /// What an artifact was made from: the module, the kind of artifact, and the salt.
+    /// Both its file name and its header.
+    fn made_from(&self, kind: ArtifactKind, source: &SourceDigest) -> [u8; 32] {
+        Sha256::new()
             .chain_update(kind.folder())
             .chain_update(&self.salt)
             .chain_update(source)
-            .finalize();
-        let name: String = name.iter().map(|b| format!("{b:02x}")).collect();
+            .finalize()
+            .into()
+    }
+
+    fn path(&self, kind: ArtifactKind, source: &SourceDigest) -> PathBuf {
+        let name: String = self
+            .made_from(kind, source)
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
         self.root.join(kind.folder()).join(name)
     }
 }
@@ -171,8 +186,8 @@ fn check_private(metadata: &std::fs::Metadata, path: &Path, what: &str) -> anyho
     Ok(())
 }
 
-/// The payload of the artifact at `path` if it exists and was made from `source`.
-fn read_artifact(path: &Path, source: &SourceDigest) -> anyhow::Result<Option<Vec<u8>>> {
+/// The payload of the artifact at `path` if it exists and was made from `made_from`.
+fn read_artifact(path: &Path, made_from: &[u8; 32]) -> anyhow::Result<Option<Vec<u8>>> {
     let mut file = match OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_NOFOLLOW)
@@ -186,16 +201,21 @@ fn read_artifact(path: &Path, source: &SourceDigest) -> anyhow::Result<Option<Ve
     let metadata = file.metadata().context("cannot read its metadata")?;
     anyhow::ensure!(metadata.is_file(), "it is not a regular file");
     check_private(&metadata, path, "file")?;
+    anyhow::ensure!(
+        metadata.len() <= MAX_ARTIFACT_BYTES,
+        "it is larger than any compiled policy ({} bytes)",
+        metadata.len()
+    );
     let contents = read_all(&mut file, metadata.len())?;
     anyhow::ensure!(
         contents.len() >= HEADER_BYTES && contents.starts_with(MAGIC),
         "it was not written by this version of the server"
     );
-    let (made_from, rest) = contents[MAGIC.len()..].split_at(32);
+    let (header_made_from, rest) = contents[MAGIC.len()..].split_at(32);
     let (payload_digest, payload) = rest.split_at(32);
     anyhow::ensure!(
-        made_from == source,
-        "it was made from another module than the one being loaded"
+        header_made_from == made_from,
+        "it was made from another module (or for another engine) than the one being loaded"
     );
     anyhow::ensure!(
         Sha256::digest(payload).as_slice() == payload_digest,
@@ -206,7 +226,10 @@ fn read_artifact(path: &Path, source: &SourceDigest) -> anyhow::Result<Option<Ve
 
 fn read_all(file: &mut File, len: u64) -> anyhow::Result<Vec<u8>> {
     let mut contents = Vec::with_capacity(len as usize);
-    file.read_to_end(&mut contents).context("cannot read it")?;
+    // Bounded even if the file grew after its size was checked.
+    file.take(MAX_ARTIFACT_BYTES + 1)
+        .read_to_end(&mut contents)
+        .context("cannot read it")?;
     Ok(contents)
 }
 

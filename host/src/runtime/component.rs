@@ -165,11 +165,8 @@ impl WasiView for ComponentState {
             // Nothing from the host: no files, no environment, no network. Output goes
             // to the server's log.
             ctx: self.wasi.get_or_insert_with(|| {
-                let policy = self.session.policy_id();
-                WasiCtx::builder()
-                    .stdout(GuestOutput::new(policy.clone(), "stdout"))
-                    .stderr(GuestOutput::new(policy.clone(), "stderr"))
-                    .build()
+                let (stdout, stderr) = GuestOutput::streams(self.session.policy_id().clone());
+                WasiCtx::builder().stdout(stdout).stderr(stderr).build()
             }),
             table: &mut self.table,
         }

@@ -124,9 +124,10 @@ impl Runtime {
         self.compile_cached(
             wasm,
             |engine, wasm| Module::new(engine, wasm),
-            // SAFETY: the bytes were written by `Module::serialize` of an engine with
-            // these settings (the file name says so), for this module (the file says so
-            // and its digest holds), in a directory only this user can write.
+            // SAFETY: the bytes come from a file in a directory only this user can write
+            // (checked when the cache opened, and the file's own owner and mode when it
+            // was read), whose header says `Module::serialize` made it from this module
+            // for an engine with these settings; wasmtime checks the engine again.
             |engine, code| unsafe { Module::deserialize(engine, code) },
             |module| module.serialize(),
         )

@@ -1,6 +1,6 @@
 //! A guest's stdout and stderr (WASI): each line goes to the server's log, tagged with
-//! the policy, escaped, and within an allowance per instance (one instance is one
-//! evaluation). Writes past the allowance succeed and are dropped: a guest whose
+//! the policy, escaped, and within one allowance for both streams per instance (one
+//! instance is one evaluation). Writes past the allowance succeed and are dropped: a guest whose
 //! `eprintln!` failed would panic, turning a chatty policy into a broken one.
 
 use std::future::Future;
@@ -21,41 +21,59 @@ const WRITE_PERMIT_BYTES: usize = 64 << 10;
 #[derive(Clone)]
 pub(crate) struct GuestOutput {
     state: Arc<Mutex<OutputState>>,
+    stream: Stream,
 }
 
+#[derive(Clone, Copy)]
+enum Stream {
+    Stdout = 0,
+    Stderr = 1,
+}
+
+impl Stream {
+    fn name(self) -> &'static str {
+        match self {
+            Self::Stdout => "stdout",
+            Self::Stderr => "stderr",
+        }
+    }
+}
+
+/// What both streams of one instance share.
 struct OutputState {
     policy: Arc<str>,
-    stream: &'static str,
-    /// The line being written, up to its newline.
-    line: Vec<u8>,
+    /// The line each stream is writing, up to its newline.
+    lines: [Vec<u8>; 2],
     left: usize,
     dropped: usize,
 }
 
 impl GuestOutput {
-    /// `stream` names it in the log: `stdout` or `stderr`.
-    pub(crate) fn new(policy: Arc<str>, stream: &'static str) -> Self {
-        Self {
-            state: Arc::new(Mutex::new(OutputState {
-                policy,
-                stream,
-                line: Vec::new(),
-                left: MAX_LOGGED_BYTES_PER_EVALUATION,
-                dropped: 0,
-            })),
-        }
+    /// Stdout and stderr for one instance of `policy`'s guest.
+    pub(crate) fn streams(policy: Arc<str>) -> (Self, Self) {
+        let state = Arc::new(Mutex::new(OutputState {
+            policy,
+            lines: [Vec::new(), Vec::new()],
+            left: MAX_LOGGED_BYTES_PER_EVALUATION,
+            dropped: 0,
+        }));
+        let stream = |stream| Self {
+            state: state.clone(),
+            stream,
+        };
+        (stream(Stream::Stdout), stream(Stream::Stderr))
     }
 
     fn write(&self, bytes: &[u8]) {
         self.state
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .write(bytes);
+            .write(self.stream, bytes);
     }
 }
 
 impl OutputState {
-    fn write(&mut self, bytes: &[u8]) {
+    fn write(&mut self, stream: Stream, bytes: &[u8]) {
         let kept = bytes.len().min(self.left);
         self.left -= kept;
         if kept < bytes.len() {
@@ -63,7 +81,7 @@ impl OutputState {
                 tracing::warn!(
                     target: "policy_output",
                     policy = %self.policy,
-                    stream = self.stream,
+                    stream = stream.name(),
                     limit_bytes = MAX_LOGGED_BYTES_PER_EVALUATION,
                     "the policy wrote more output than one evaluation may; the rest is dropped"
                 );
@@ -72,30 +90,32 @@ impl OutputState {
         }
         for &byte in &bytes[..kept] {
             if byte == b'\n' {
-                self.emit();
+                self.emit(stream);
             } else {
-                self.line.push(byte);
+                self.lines[stream as usize].push(byte);
             }
         }
     }
 
-    fn emit(&mut self) {
-        let text = String::from_utf8_lossy(&self.line);
+    fn emit(&mut self, stream: Stream) {
+        let line = std::mem::take(&mut self.lines[stream as usize]);
+        let text = String::from_utf8_lossy(&line);
         tracing::info!(
             target: "policy_output",
             policy = %self.policy,
-            stream = self.stream,
+            stream = stream.name(),
             "{}",
             untrusted(&text)
         );
-        self.line.clear();
     }
 }
 
 impl Drop for OutputState {
     fn drop(&mut self) {
-        if !self.line.is_empty() {
-            self.emit();
+        for stream in [Stream::Stdout, Stream::Stderr] {
+            if !self.lines[stream as usize].is_empty() {
+                self.emit(stream);
+            }
         }
     }
 }
@@ -169,10 +189,11 @@ mod tests {
 
     #[test]
     fn output_past_the_allowance_is_accepted_and_dropped() {
-        let mut output = GuestOutput::new("p".into(), "stderr");
+        let (mut stdout, mut output) = GuestOutput::streams("p".into());
         let line = vec![b'x'; 1000];
-        for _ in 0..100 {
+        for _ in 0..50 {
             assert!(OutputStream::write(&mut output, Bytes::from(line.clone())).is_ok());
+            assert!(OutputStream::write(&mut stdout, Bytes::from(line.clone())).is_ok());
             assert_eq!(output.check_write().unwrap(), WRITE_PERMIT_BYTES);
         }
         let state = output.state.lock().unwrap();

@@ -329,10 +329,10 @@ impl WapcState {
     fn wasi(&mut self) -> &mut WasiP1Ctx {
         let session = &self.session;
         self.wasi.get_or_insert_with(|| {
-            let policy = session.policy_id();
+            let (stdout, stderr) = GuestOutput::streams(session.policy_id().clone());
             wasmtime_wasi::WasiCtxBuilder::new()
-                .stdout(GuestOutput::new(policy.clone(), "stdout"))
-                .stderr(GuestOutput::new(policy.clone(), "stderr"))
+                .stdout(stdout)
+                .stderr(stderr)
                 .build_p1()
         })
     }

@@ -21,9 +21,13 @@ use super::routes::{AppState, Routes, handle};
 /// writing before it is dropped.
 const CLOSE_GRACE: Duration = Duration::from_secs(5);
 
-/// When the server closes, a connection that has not had its first request yet gets
-/// this long to send it.
+/// When the server closes, a request about to begin on a connection (its first, or one
+/// whose head has begun to arrive) gets this long to begin.
 const FIRST_REQUEST_GRACE: Duration = Duration::from_secs(1);
+
+/// Requests one HTTP/2 connection may have in flight; a client that wants more opens
+/// another connection (Go's HTTP/2 client, the API server's, does).
+const MAX_STREAMS_PER_CONNECTION: u32 = 64;
 
 /// Room hyper may use to read one HTTP/1 message head (and buffer body bytes): more
 /// than any real client's headers (the API server's are under 1 KiB), and small enough
@@ -46,8 +50,8 @@ pub(crate) async fn serve_connection<IO>(
     let activity = Arc::new(Activity::new(opened));
     let service = service_fn({
         let activity = activity.clone();
-        move |request| {
-            let in_progress = activity.begin_request();
+        move |request: hyper::Request<hyper::body::Incoming>| {
+            let in_progress = activity.begin_request(request.version() == hyper::Version::HTTP_2);
             let state = state.clone();
             async move {
                 let response = handle(state, routes, request).await;
@@ -57,37 +61,39 @@ pub(crate) async fn serve_connection<IO>(
         }
     });
     let mut builder = auto::Builder::new(TokioExecutor::new());
-    // Header deadlines are the watchdog's: hyper's own would also close a keep-alive
-    // connection that idles between requests, which clients reuse.
+    // Header deadlines are the watchdog's: hyper's own (30 s once a timer is set) would
+    // also close a kept-alive connection idling between requests, which clients reuse.
     builder
         .http1()
         .timer(TokioTimer::new())
+        .header_read_timeout(None)
         .max_buf_size(MAX_READ_BUFFER_BYTES);
+    // Each stream is a request in flight: bounded per connection as connections are.
+    builder
+        .http2()
+        .max_concurrent_streams(MAX_STREAMS_PER_CONNECTION);
     let io = Watched {
         inner: io,
         activity: activity.clone(),
     };
     let connection = builder.serve_connection(TokioIo::new(io), service);
     tokio::pin!(connection);
-    // Set when the server starts closing before this connection's first request: it was
-    // accepted because its client is about to send one, which must not meet a closed
-    // socket.
-    let mut first_request_by: Option<Instant> = None;
-    let deadline_of = |first_request_by: Option<Instant>| {
-        let idle = activity.deadline(header_timeout, idle_timeout);
-        match first_request_by {
-            Some(by) if activity.requests.load(Ordering::Acquire) == 0 => {
-                Some(idle.map_or(by, |idle| idle.min(by)))
-            }
-            _ => idle,
-        }
-    };
+    // When the server began closing: from then on, a request in progress is finished and
+    // a request about to begin (a new connection's first, or a head that has begun to
+    // arrive) gets FIRST_REQUEST_GRACE; an idle connection is closed.
+    let mut closing_since: Option<Instant> = None;
     loop {
-        if first_request_by.is_some() && activity.served_and_idle() {
+        if let Some(since) = closing_since
+            && !activity.in_progress()
+            && (!activity.awaits_request() || Instant::now() >= since + FIRST_REQUEST_GRACE)
+        {
             break;
         }
-        let deadline = deadline_of(first_request_by);
-        let idle_expired = async {
+        let deadline = match closing_since {
+            None => activity.deadline(header_timeout, idle_timeout),
+            Some(since) => (!activity.in_progress()).then_some(since + FIRST_REQUEST_GRACE),
+        };
+        let expired = async {
             match deadline {
                 Some(deadline) => tokio::time::sleep_until(deadline.into()).await,
                 None => std::future::pending().await,
@@ -101,28 +107,31 @@ pub(crate) async fn serve_connection<IO>(
                 return;
             }
             () = activity.changed.notified() => continue,
-            () = idle_expired => {
-                // Re-checked: a request may have begun as the timer fired.
-                if deadline_of(first_request_by).is_some_and(|d| d <= Instant::now()) {
+            () = expired => {
+                // Re-checked: a request may have begun as the timer fired. (While
+                // closing, the top of the loop decides.)
+                if closing_since.is_none()
+                    && activity.deadline(header_timeout, idle_timeout).is_some_and(|d| d <= Instant::now())
+                {
                     tracing::debug!("closing a connection that stalled or idled");
                     break;
                 }
             }
-            changed = closing.changed(), if first_request_by.is_none() => {
+            _ = closing.changed(), if closing_since.is_none() => {
                 // Closing, or the server is gone.
-                if changed.is_err() || *closing.borrow() {
-                    if activity.requests.load(Ordering::Acquire) > 0 {
-                        break;
-                    }
-                    first_request_by = Some(Instant::now() + FIRST_REQUEST_GRACE);
-                }
+                closing_since = Some(Instant::now());
             }
         }
     }
     // HTTP/1: close once the response in progress (if any) is written, with
     // `Connection: close`; HTTP/2: GOAWAY, so the client retries what was not processed.
     connection.as_mut().graceful_shutdown();
-    let _ = tokio::time::timeout(CLOSE_GRACE, connection).await;
+    if closing_since.is_some() {
+        // The server's grace period bounds this.
+        let _ = connection.await;
+    } else {
+        let _ = tokio::time::timeout(CLOSE_GRACE, connection).await;
+    }
 }
 
 /// What the watchdog needs to know of a connection: whether a request is in progress, and
@@ -137,11 +146,9 @@ struct Activity {
     /// Milliseconds after `opened` when bytes of a new HTTP/1 request head arrived on an
     /// idle connection; zero when none did.
     head_started_ms: AtomicU64,
-    /// HTTP/2 (seen from its preface): pings and window updates arrive between requests,
-    /// so bytes on an idle connection are not the start of a request.
+    /// HTTP/2 (seen from its first request): pings and window updates arrive between
+    /// requests, so bytes on an idle connection are not the start of a request.
     http2: AtomicBool,
-    /// Whether the first read has been looked at for the HTTP/2 preface.
-    sniffed: AtomicBool,
     changed: Notify,
 }
 
@@ -157,7 +164,6 @@ impl Activity {
             idle_since_ms: AtomicU64::new(0),
             head_started_ms: AtomicU64::new(0),
             http2: AtomicBool::new(false),
-            sniffed: AtomicBool::new(false),
             changed: Notify::new(),
         }
     }
@@ -167,7 +173,10 @@ impl Activity {
         (self.opened.elapsed().as_millis() as u64).max(1)
     }
 
-    fn begin_request(self: &Arc<Self>) -> InProgress {
+    fn begin_request(self: &Arc<Self>, http2: bool) -> InProgress {
+        if http2 {
+            self.http2.store(true, Ordering::Release);
+        }
         self.in_progress.fetch_add(1, Ordering::AcqRel);
         self.requests.fetch_add(1, Ordering::AcqRel);
         self.head_started_ms.store(0, Ordering::Release);
@@ -175,15 +184,18 @@ impl Activity {
         InProgress(self.clone())
     }
 
-    /// At least one request was served and none is in progress.
-    fn served_and_idle(&self) -> bool {
-        self.requests.load(Ordering::Acquire) > 0 && self.in_progress.load(Ordering::Acquire) == 0
+    fn in_progress(&self) -> bool {
+        self.in_progress.load(Ordering::Acquire) > 0
     }
 
-    fn bytes_read(&self, first_bytes: &[u8]) {
-        if !self.sniffed.swap(true, Ordering::AcqRel) && first_bytes.starts_with(b"PRI ") {
-            self.http2.store(true, Ordering::Release);
-        }
+    /// A request is about to begin: the connection has had none yet, or the head of the
+    /// next one has begun to arrive.
+    fn awaits_request(&self) -> bool {
+        self.requests.load(Ordering::Acquire) == 0
+            || self.head_started_ms.load(Ordering::Acquire) > 0
+    }
+
+    fn bytes_read(&self) {
         if self.in_progress.load(Ordering::Acquire) == 0
             && !self.http2.load(Ordering::Acquire)
             && self.requests.load(Ordering::Acquire) > 0
@@ -240,7 +252,7 @@ impl<IO: AsyncRead + Unpin> AsyncRead for Watched<IO> {
         let before = buf.filled().len();
         let result = Pin::new(&mut self.inner).poll_read(cx, buf);
         if matches!(result, Poll::Ready(Ok(()))) && buf.filled().len() > before {
-            self.activity.bytes_read(&buf.filled()[before..]);
+            self.activity.bytes_read();
         }
         result
     }
@@ -291,7 +303,7 @@ mod tests {
             Some(activity.opened + HEADER)
         );
         // Bytes of the first head do not extend it.
-        activity.bytes_read(b"POST /valid");
+        activity.bytes_read();
         assert_eq!(
             activity.deadline(HEADER, IDLE),
             Some(activity.opened + HEADER)
@@ -301,7 +313,7 @@ mod tests {
     #[test]
     fn no_deadline_while_a_request_is_in_progress_then_the_idle_timeout() {
         let activity = Arc::new(Activity::new(Instant::now()));
-        let request = activity.begin_request();
+        let request = activity.begin_request(false);
         assert_eq!(activity.deadline(HEADER, IDLE), None);
         drop(request);
         let deadline = activity.deadline(HEADER, IDLE).unwrap();
@@ -311,21 +323,20 @@ mod tests {
     #[test]
     fn the_next_head_on_a_kept_alive_connection_gets_the_header_timeout() {
         let activity = Arc::new(Activity::new(Instant::now()));
-        drop(activity.begin_request());
-        activity.bytes_read(b"POST /validate/x HTTP/1.1\r\n");
+        drop(activity.begin_request(false));
+        activity.bytes_read();
         let deadline = activity.deadline(HEADER, IDLE).unwrap();
         assert!(deadline < activity.opened + IDLE, "{deadline:?}");
         // Once the request begins, it is its own deadlines that count.
-        let _request = activity.begin_request();
+        let _request = activity.begin_request(false);
         assert_eq!(activity.deadline(HEADER, IDLE), None);
     }
 
     #[test]
     fn http2_frames_between_requests_are_not_a_stalled_head() {
         let activity = Arc::new(Activity::new(Instant::now()));
-        activity.bytes_read(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n");
-        drop(activity.begin_request());
-        activity.bytes_read(b"\0\0\x08\x06\0\0\0\0\0ping....");
+        drop(activity.begin_request(true));
+        activity.bytes_read();
         let deadline = activity.deadline(HEADER, IDLE).unwrap();
         assert!(deadline >= activity.opened + IDLE, "{deadline:?}");
     }

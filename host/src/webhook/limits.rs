@@ -43,9 +43,8 @@ impl Default for ServerLimits {
     }
 }
 
-/// The bytes request bodies in flight may hold. A body reserves what its
-/// `Content-Length` declares before it is read (what arrives without one is reserved as
-/// it comes) and gives it back when its request is answered.
+/// The bytes request bodies in flight may hold. A body reserves what it holds as it
+/// arrives and gives it back when its evaluation ends (or its queued job is withdrawn).
 pub struct BodyBudget {
     bytes: Arc<Semaphore>,
     total: usize,
@@ -54,8 +53,8 @@ pub struct BodyBudget {
 }
 
 /// Bytes held for one request body; given back when dropped.
-pub struct BodyReservation<'a> {
-    budget: &'a BodyBudget,
+pub struct BodyReservation {
+    budget: Arc<BodyBudget>,
     permit: Option<OwnedSemaphorePermit>,
 }
 
@@ -81,9 +80,9 @@ impl BodyBudget {
     }
 
     /// An empty reservation, to grow as the body arrives.
-    pub fn reservation(&self) -> BodyReservation<'_> {
+    pub fn reservation(self: &Arc<Self>) -> BodyReservation {
         BodyReservation {
-            budget: self,
+            budget: self.clone(),
             permit: None,
         }
     }
@@ -109,7 +108,7 @@ impl BodyBudget {
     }
 }
 
-impl BodyReservation<'_> {
+impl BodyReservation {
     /// Reserves `bytes` more, or says the budget is spent (what was reserved stays).
     pub fn grow(&mut self, bytes: usize) -> Result<(), BudgetSpent> {
         if bytes == 0 {
@@ -133,7 +132,7 @@ impl BodyReservation<'_> {
     }
 }
 
-impl Drop for BodyReservation<'_> {
+impl Drop for BodyReservation {
     fn drop(&mut self) {
         if let Some(permit) = self.permit.take() {
             let bytes = permit.num_permits();
@@ -224,7 +223,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_body_reservation_is_bounded_and_given_back() {
-        let budget = BodyBudget::new(100);
+        let budget = Arc::new(BodyBudget::new(100));
         let mut first = budget.reservation();
         first.grow(60).unwrap();
         let mut second = budget.reservation();

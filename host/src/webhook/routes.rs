@@ -57,7 +57,7 @@ impl Readiness {
 pub struct AppState {
     pub evaluator: Evaluator,
     pub limits: ServerLimits,
-    pub body_budget: BodyBudget,
+    pub body_budget: Arc<BodyBudget>,
     pub readiness: Readiness,
     /// Serve `POST /noop`: parse the review as `/validate` does, allow it, run no policy.
     /// Off unless asked for: it is the floor for benchmarks, not something to point
@@ -77,7 +77,7 @@ impl AppState {
     ) -> Self {
         Self {
             evaluator,
-            body_budget: BodyBudget::new(limits.body_bytes_in_flight),
+            body_budget: Arc::new(BodyBudget::new(limits.body_bytes_in_flight)),
             limits,
             readiness,
             noop_route,
@@ -184,8 +184,9 @@ async fn route(
             )
         })?
         .clone();
-    // Held until the answer is built: the parsed review is a copy of these bytes.
-    let (review, _body_bytes) = read_review(state, request, deadline).await?;
+    // Held until the evaluation ends: the parsed review is a copy of these bytes, and a
+    // queued evaluation keeps it.
+    let (review, body_bytes) = read_review(state, request, deadline).await?;
     // The answer must echo the uid, or the API server refuses it: say so now.
     if endpoint != Endpoint::Raw && review.uid.is_empty() {
         return Err(ApiError::new(
@@ -197,7 +198,7 @@ async fn route(
     // failurePolicy.
     let outcome = state
         .evaluator
-        .validate(&policy, review.request.clone(), deadline)
+        .validate(&policy, review.request.clone(), deadline, body_bytes)
         .await
         .map_err(|unavailable| {
             let message = match unavailable {
@@ -252,11 +253,11 @@ fn require_post(request: &Request<Incoming>) -> Result<(), ApiError> {
     ))
 }
 
-async fn read_review<'a>(
-    state: &'a AppState,
+async fn read_review(
+    state: &AppState,
     request: Request<Incoming>,
     deadline: Instant,
-) -> Result<(IncomingReview, BodyReservation<'a>), ApiError> {
+) -> Result<(IncomingReview, BodyReservation), ApiError> {
     let body_deadline = deadline.min(Instant::now() + state.limits.body_timeout);
     let (body, reservation) = read_body(state, request, body_deadline).await?;
     let review = IncomingReview::parse(&body)
@@ -283,11 +284,11 @@ fn probe(method: &Method, healthy: bool) -> Result<Response<Full<Bytes>>, ApiErr
 
 /// Reads the whole body by `deadline`, within the server's budget of body bytes in
 /// flight; refused early when it is declared or turns out larger than the limit.
-async fn read_body<'a>(
-    state: &'a AppState,
+async fn read_body(
+    state: &AppState,
     request: Request<Incoming>,
     deadline: Instant,
-) -> Result<(Bytes, BodyReservation<'a>), ApiError> {
+) -> Result<(Bytes, BodyReservation), ApiError> {
     let limit = state.limits.max_body_bytes;
     let too_large = || {
         ApiError::new(
@@ -306,13 +307,14 @@ async fn read_body<'a>(
     if declared.is_some_and(|len| len > limit as u64) {
         return Err(too_large());
     }
-    // Bytes are reserved as they arrive, so the budget counts what is held, not what a
-    // client claims it will send. The chunks are kept as hyper hands them over and joined
-    // once at the end (not at all when there is one): no buffer regrown and copied again
-    // and again, and no freed regrowths left in the allocator.
+    // Bytes are copied into segments of at most 64 KiB as they arrive, and the budget is
+    // charged each segment's whole capacity: what is counted is what is held, whatever
+    // the client claims it will send and however finely it chops its body. No frame of
+    // hyper's is kept (a kept frame pins its read buffer), and a body is joined once, at
+    // the end, only if it spans several segments.
     let mut reservation = state.body_budget.reservation();
-    let mut chunks: Vec<Bytes> = Vec::new();
-    let mut received = 0usize;
+    let expected = declared.map(|len| len as usize);
+    let mut segments = BodySegments::default();
     let mut body = request.into_body();
     let read_all = async {
         while let Some(frame) = body.frame().await {
@@ -322,38 +324,71 @@ async fn read_body<'a>(
                     format!("cannot read the request body: {err}"),
                 )
             })?;
-            let Ok(data) = frame.into_data() else {
+            let Ok(mut data) = frame.into_data() else {
                 continue;
             };
-            if received + data.len() > limit {
+            if segments.len + data.len() > limit {
                 return Err(too_large());
             }
-            reservation.grow(data.len()).map_err(spent)?;
-            received += data.len();
-            chunks.push(data);
+            while !data.is_empty() {
+                if segments.current.capacity() == segments.current.len() {
+                    // Sized to what is left of a declared length; whole without one.
+                    let capacity = expected.map_or(SEGMENT_BYTES, |expected| {
+                        expected
+                            .saturating_sub(segments.len)
+                            .clamp(1, SEGMENT_BYTES)
+                    });
+                    reservation.grow(capacity).map_err(spent)?;
+                    segments.start(capacity);
+                }
+                let room = segments.current.capacity() - segments.current.len();
+                let part = data.split_to(room.min(data.len()));
+                segments.current.extend_from_slice(&part);
+                segments.len += part.len();
+            }
         }
         Ok(())
     };
     let outcome = tokio::time::timeout_at(deadline.into(), read_all).await;
     match outcome {
-        Ok(Ok(())) => {
-            let body = match chunks.len() {
-                1 => chunks.pop().expect("one chunk"),
-                _ => {
-                    let mut joined = BytesMut::with_capacity(received);
-                    chunks
-                        .iter()
-                        .for_each(|chunk| joined.extend_from_slice(chunk));
-                    joined.freeze()
-                }
-            };
-            Ok((body, reservation))
-        }
+        Ok(Ok(())) => Ok((segments.join(), reservation)),
         Ok(Err(err)) => Err(err),
         Err(_) => Err(ApiError::new(
             StatusCode::REQUEST_TIMEOUT,
             "the request body did not arrive in time",
         )),
+    }
+}
+
+/// Largest piece a body is read into.
+const SEGMENT_BYTES: usize = 64 << 10;
+
+/// A body as it arrives: full segments, and the one being filled.
+#[derive(Default)]
+struct BodySegments {
+    full: Vec<Bytes>,
+    current: BytesMut,
+    len: usize,
+}
+
+impl BodySegments {
+    fn start(&mut self, capacity: usize) {
+        let full = std::mem::replace(&mut self.current, BytesMut::with_capacity(capacity));
+        if !full.is_empty() {
+            self.full.push(full.freeze());
+        }
+    }
+
+    fn join(mut self) -> Bytes {
+        if self.full.is_empty() {
+            return self.current.freeze();
+        }
+        self.start(0);
+        let mut joined = BytesMut::with_capacity(self.len);
+        self.full
+            .iter()
+            .for_each(|segment| joined.extend_from_slice(segment));
+        joined.freeze()
     }
 }
 

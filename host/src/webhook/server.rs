@@ -6,7 +6,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use futures::FutureExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, watch};
 use tokio_rustls::TlsAcceptor;
@@ -15,6 +14,9 @@ use super::connection::serve_connection;
 use super::limits::TRIM_CHECK_INTERVAL;
 use super::routes::{AppState, Routes};
 use crate::throttle::LogThrottle;
+
+/// Connections the probe port may have open: the kubelet uses a few.
+const PROBE_CONNECTIONS: usize = 16;
 
 /// A bound socket and how to speak on it.
 pub struct Listener {
@@ -60,11 +62,17 @@ pub async fn serve(
         listeners.push((Listener { socket, tls: None }, Routes::ProbesOnly));
     }
     for (listener, routes) in listeners {
+        // The probe port has slots of its own: clients filling the webhook's cannot get
+        // the kubelet's probes refused and the pod restarted.
+        let slots = match routes {
+            Routes::All => open_connections.clone(),
+            Routes::ProbesOnly => Arc::new(Semaphore::new(PROBE_CONNECTIONS)),
+        };
         accept_loops.spawn(accept_loop(
             listener,
             routes,
             state.clone(),
-            open_connections.clone(),
+            slots,
             connections_closed.clone(),
             accepting.clone(),
         ));
@@ -136,9 +144,18 @@ async fn accept_loop(
         }
     }
     // Connections the kernel completed before the listener closes are served, not reset:
-    // their clients have sent, or are sending, a request.
-    while let Some(Ok((stream, peer))) = listener.socket.accept().now_or_never() {
-        admit.connection(stream, peer);
+    // their clients have sent, or are sending, a request. Asked of the socket itself:
+    // tokio's accept would not see those the reactor has not been told of yet.
+    let Ok(socket) = listener.socket.into_std() else {
+        return;
+    };
+    while let Ok((stream, peer)) = socket.accept() {
+        let stream = stream
+            .set_nonblocking(true)
+            .and_then(|()| TcpStream::from_std(stream));
+        if let Ok(stream) = stream {
+            admit.connection(stream, peer);
+        }
     }
 }
 
