@@ -211,6 +211,21 @@ mod tests {
         Box::new(|| {})
     }
 
+    /// Threads that run the queue's jobs as the evaluator's workers do.
+    fn spawn_workers(queue: &Arc<FairQueue>, count: usize) -> Vec<std::thread::JoinHandle<()>> {
+        (0..count)
+            .map(|_| {
+                let queue = queue.clone();
+                std::thread::spawn(move || {
+                    while let Some((lane, job)) = queue.next() {
+                        job();
+                        queue.finished(lane);
+                    }
+                })
+            })
+            .collect()
+    }
+
     /// Takes `count` jobs without finishing them and says which lanes they came from.
     fn take(queue: &FairQueue, count: usize) -> Vec<usize> {
         (0..count).map(|_| queue.next().unwrap().0).collect()
@@ -286,17 +301,7 @@ mod tests {
         let running = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let (release, released) = std::sync::mpsc::channel::<()>();
         let released = Arc::new(std::sync::Mutex::new(released));
-        let workers: Vec<_> = (0..4)
-            .map(|_| {
-                let queue = queue.clone();
-                std::thread::spawn(move || {
-                    while let Some((lane, job)) = queue.next() {
-                        job();
-                        queue.finished(lane);
-                    }
-                })
-            })
-            .collect();
+        let workers = spawn_workers(&queue, 4);
         // Let the workers go to sleep before the burst arrives.
         std::thread::sleep(std::time::Duration::from_millis(50));
         for _ in 0..4 {
@@ -333,17 +338,7 @@ mod tests {
     fn workers_block_until_work_arrives_and_stop_when_closed() {
         let queue = Arc::new(FairQueue::new(limits(1, 2)));
         let ran = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-        let workers: Vec<_> = (0..2)
-            .map(|_| {
-                let queue = queue.clone();
-                std::thread::spawn(move || {
-                    while let Some((lane, job)) = queue.next() {
-                        job();
-                        queue.finished(lane);
-                    }
-                })
-            })
-            .collect();
+        let workers = spawn_workers(&queue, 2);
         for _ in 0..3 {
             let ran = ran.clone();
             queue

@@ -1,6 +1,9 @@
 //! The `policy-server` command line. Flags keep the names and environment variables of
 //! Kubewarden's policy-server, so existing deployments can switch without edits.
 
+mod bounds;
+mod cluster;
+
 use std::net::IpAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -12,15 +15,12 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 
-use guest_adapter::{ClusterCache, NoCluster, ResourceKind};
+use guest_adapter::{ClusterCache, NoCluster};
 
-use crate::cache::{CacheSource, Cluster};
 use crate::config::PoliciesFile;
-use crate::policy::{
-    DEFAULT_QUEUED_PER_WORKER, Evaluator, LoadOptions, WorkerLimits, load_policies,
-};
+use crate::policy::{Evaluator, LoadOptions, load_policies};
 use crate::runtime::{Runtime, RuntimeConfig};
-use crate::webhook::{AppState, Listener, Readiness, ServerLimits, ShutdownTiming, serve};
+use crate::webhook::{AppState, Listener, Readiness, serve};
 
 #[derive(Debug, Parser)]
 #[command(name = "policy-server", version, about)]
@@ -198,32 +198,9 @@ fn init_logging(args: &ServeArgs) -> anyhow::Result<()> {
 async fn run(args: ServeArgs) -> anyhow::Result<()> {
     // Installed first, so a SIGTERM during start-up is not fatal.
     let shutdown = shutdown_signal()?;
-    let workers = args.workers.unwrap_or_else(|| {
-        std::thread::available_parallelism()
-            .map_or(2, |n| n.get())
-            .max(2)
-    });
-    anyhow::ensure!(workers > 0, "--workers must be at least 1");
-    let queue = args
-        .max_queued_evaluations
-        .unwrap_or(workers * DEFAULT_QUEUED_PER_WORKER);
-    anyhow::ensure!(
-        (1..=MAX_QUEUED_EVALUATIONS).contains(&queue),
-        "--max-queued-evaluations must be between 1 and {MAX_QUEUED_EVALUATIONS}"
-    );
     crate::config::check_timeout("--policy-timeout", args.policy_timeout)?;
-    let (server_limits, shutdown_timing) = server_limits(&args)?;
-    let worker_limits = WorkerLimits {
-        workers,
-        queued: queue,
-        workers_per_policy: args
-            .max_workers_per_policy
-            .unwrap_or_else(|| WorkerLimits::default_workers_per_policy(workers)),
-    };
-    anyhow::ensure!(
-        (1..=workers).contains(&worker_limits.workers_per_policy),
-        "--max-workers-per-policy must be between 1 and the number of workers ({workers})"
-    );
+    let worker_limits = bounds::worker_limits(&args)?;
+    let (server_limits, shutdown_timing) = bounds::server_limits(&args)?;
     // Certificates are read before anything compiles: a bad one fails the start at once.
     let tls = match (&args.cert_file, &args.key_file) {
         (Some(cert), Some(key)) => {
@@ -242,7 +219,7 @@ async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let runtime = Arc::new(Runtime::new(RuntimeConfig {
         memory_limit_bytes: args.policy_memory_limit_mib << 20,
         // Evaluations in flight, plus one for start-up checks.
-        max_concurrent_instances: workers as u32 + 1,
+        max_concurrent_instances: worker_limits.workers as u32 + 1,
         compile_cache_dir: args.compile_cache_dir.clone(),
         ..RuntimeConfig::default()
     })?);
@@ -250,7 +227,7 @@ async fn run(args: ServeArgs) -> anyhow::Result<()> {
         default_timeout: Duration::from_secs(args.policy_timeout),
         continue_on_errors: args.continue_on_errors,
     };
-    let cluster = start_cluster_cache(&file, &args).await?;
+    let cluster = cluster::start_cluster_cache(&file, &args).await?;
     let cache = cluster.as_ref().map(|cluster| cluster.state.clone());
     let policies = tokio::task::spawn_blocking({
         let runtime = runtime.clone();
@@ -292,7 +269,7 @@ async fn run(args: ServeArgs) -> anyhow::Result<()> {
         address = %socket.local_addr()?,
         tls = tls.is_some(),
         policies = policy_count,
-        workers,
+        workers = worker_limits.workers,
         workers_per_policy = worker_limits.workers_per_policy,
         "listening"
     );
@@ -308,152 +285,6 @@ async fn run(args: ServeArgs) -> anyhow::Result<()> {
     tracing::info!("stopped");
     Ok(())
 }
-
-/// The connection, body and shutdown bounds the flags ask for, checked.
-fn server_limits(args: &ServeArgs) -> anyhow::Result<(ServerLimits, ShutdownTiming)> {
-    let seconds = Duration::from_secs;
-    let limits = ServerLimits {
-        max_connections: args.max_connections,
-        header_timeout: seconds(args.header_timeout_seconds),
-        body_timeout: seconds(args.body_timeout_seconds),
-        idle_timeout: seconds(args.idle_timeout_seconds),
-        max_body_bytes: args.max_request_body_bytes,
-        body_bytes_in_flight: args.max_body_bytes_in_flight,
-        ..ServerLimits::default()
-    };
-    for (flag, value) in [
-        ("--header-timeout-seconds", args.header_timeout_seconds),
-        ("--body-timeout-seconds", args.body_timeout_seconds),
-        ("--idle-timeout-seconds", args.idle_timeout_seconds),
-        ("--shutdown-grace-seconds", args.shutdown_grace_seconds),
-    ] {
-        anyhow::ensure!(
-            (1..=MAX_TIMEOUT_SECONDS).contains(&value),
-            "{flag} must be between 1 and {MAX_TIMEOUT_SECONDS}"
-        );
-    }
-    anyhow::ensure!(
-        args.shutdown_drain_seconds <= MAX_TIMEOUT_SECONDS,
-        "--shutdown-drain-seconds must be at most {MAX_TIMEOUT_SECONDS}"
-    );
-    anyhow::ensure!(
-        limits.max_connections > 0,
-        "--max-connections must be at least 1"
-    );
-    anyhow::ensure!(
-        limits.body_bytes_in_flight >= limits.max_body_bytes,
-        "--max-body-bytes-in-flight ({}) must hold at least one body of --max-request-body-bytes ({})",
-        limits.body_bytes_in_flight,
-        limits.max_body_bytes
-    );
-    let timing = ShutdownTiming {
-        drain_delay: seconds(args.shutdown_drain_seconds),
-        grace_period: seconds(args.shutdown_grace_seconds),
-    };
-    anyhow::ensure!(
-        timing.drain_delay < timing.grace_period,
-        "--shutdown-drain-seconds must be less than --shutdown-grace-seconds"
-    );
-    raise_open_file_limit(limits.max_connections);
-    Ok((limits, timing))
-}
-
-/// Longest any of the connection and shutdown timeouts may be: an hour is already far
-/// past anything a webhook needs.
-const MAX_TIMEOUT_SECONDS: u64 = 3600;
-
-/// Each connection is a file descriptor: the soft limit is raised to the hard one (as
-/// Go and nginx do), and a cap the process cannot honour is reported.
-fn raise_open_file_limit(max_connections: usize) {
-    let mut limit = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit/setrlimit only read and write the struct passed.
-    let soft = unsafe {
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 {
-            return;
-        }
-        if limit.rlim_cur < limit.rlim_max {
-            let raised = libc::rlimit {
-                rlim_cur: limit.rlim_max,
-                rlim_max: limit.rlim_max,
-            };
-            if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
-                limit.rlim_cur = limit.rlim_max;
-            }
-        }
-        limit.rlim_cur
-    };
-    // Policies, the cache's connections and the listeners need descriptors too.
-    let reserved = 64;
-    if (max_connections as u64).saturating_add(reserved) > soft as u64 {
-        tracing::warn!(
-            max_connections,
-            open_file_limit = soft,
-            "--max-connections is above what the open-file limit allows; clients beyond it fail to connect"
-        );
-    }
-}
-
-/// Starts the cluster cache for the kinds any policy was granted to read; none if no
-/// policy reads the cluster. A kind the cluster does not serve stops the start, naming
-/// the policies that read it, unless `--continue-on-errors` (their reads then fail with
-/// the reason).
-async fn start_cluster_cache(
-    file: &PoliciesFile,
-    args: &ServeArgs,
-) -> anyhow::Result<Option<Cluster>> {
-    let grants = || {
-        file.policies.iter().flat_map(|(id, policy)| {
-            policy
-                .context_aware_resources
-                .iter()
-                // Named as the API server names them, whatever the grant's case.
-                .map(move |r| (id, ResourceKind::new(&r.api_version, &r.kind).canonical()))
-        })
-    };
-    let mut kinds: Vec<ResourceKind> = Vec::new();
-    for (_, kind) in grants() {
-        // `can_i` is a question to the API server, not a kind to cache.
-        if !kind.matches(&ResourceKind::subject_access_reviews())
-            && !kinds.iter().any(|known| known.matches(&kind))
-        {
-            kinds.push(kind);
-        }
-    }
-    let asks_access_reviews =
-        grants().any(|(_, kind)| kind.matches(&ResourceKind::subject_access_reviews()));
-    if kinds.is_empty() && !asks_access_reviews {
-        return Ok(None);
-    }
-    let source = match &args.cluster_snapshot {
-        Some(path) => CacheSource::File(path.clone()),
-        None => CacheSource::Cluster {
-            kubeconfig: args.kubeconfig.clone(),
-        },
-    };
-    let cluster = crate::cache::start(kinds, &source, args.continue_on_errors).await?;
-    for (kind, reason) in &cluster.unserved {
-        let readers: Vec<String> = grants()
-            .filter(|(_, granted)| granted.matches(kind))
-            .map(|(id, _)| format!("'{id}'"))
-            .collect();
-        let message = format!(
-            "policy {} reads {kind}, which the cluster does not serve: {reason}",
-            readers.join(", ")
-        );
-        if !args.continue_on_errors {
-            anyhow::bail!(message);
-        }
-        tracing::error!("{message}; its reads will fail with this reason");
-    }
-    Ok(Some(cluster))
-}
-
-/// The most evaluations that may wait for a worker: the queue's slots are allocated up
-/// front, and beyond this the wait itself would outlast any webhook timeout.
-const MAX_QUEUED_EVALUATIONS: usize = 1 << 16;
 
 /// Resolves on SIGTERM (what Kubernetes sends) or Ctrl-C. The handlers are installed
 /// when this is called, not when the future is first polled.
