@@ -4,7 +4,7 @@
 
 use proptest::prelude::*;
 
-use super::{read, write};
+use super::abi::{read, write};
 
 /// Memory sizes around the edges that matter (empty, one page, odd sizes).
 fn memory_len() -> impl Strategy<Value = usize> {
