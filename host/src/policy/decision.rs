@@ -68,33 +68,55 @@ pub fn decide(
             mutated = response.patch.is_some(),
             "policy evaluation (monitor mode): request allowed whatever the decision"
         );
-        response.allowed = true;
-        response.status = None;
-        response.patch = None;
-        response.patch_type = None;
+        allow_in_monitor_mode(&mut response);
         return response;
     }
-    if response.patch.is_some() && !policy.allowed_to_mutate {
-        response = rejection(
-            response.uid,
-            None,
-            format!(
-                "Request rejected by policy {}. The policy attempted to mutate the request, \
-                 but it is currently configured to not allow mutations.",
-                policy.id
-            ),
-        );
-    }
-    if let (false, Some(custom)) = (response.allowed, &policy.custom_message) {
-        let status = response.status.get_or_insert_with(Status::default);
-        let original = status.message.replace(custom.clone());
-        status
-            .details
-            .get_or_insert_with(StatusDetails::default)
-            .causes
-            .push(StatusCause { message: original });
-    }
+    let mut response = forbid_unpermitted_mutation(&policy.id, policy.allowed_to_mutate, response);
+    apply_custom_message(policy.custom_message.as_deref(), &mut response);
     response
+}
+
+/// Monitor mode: the request is allowed, unmutated, whatever the policy decided (the
+/// caller logs the real decision).
+fn allow_in_monitor_mode(response: &mut AdmissionResponse) {
+    response.allowed = true;
+    response.status = None;
+    response.patch = None;
+    response.patch_type = None;
+}
+
+/// A mutation from a policy not allowed to mutate is a rejection, in Kubewarden's words.
+fn forbid_unpermitted_mutation(
+    policy_id: &str,
+    allowed_to_mutate: bool,
+    response: AdmissionResponse,
+) -> AdmissionResponse {
+    if response.patch.is_none() || allowed_to_mutate {
+        return response;
+    }
+    rejection(
+        response.uid,
+        None,
+        format!(
+            "Request rejected by policy {policy_id}. The policy attempted to mutate the request, \
+             but it is currently configured to not allow mutations."
+        ),
+    )
+}
+
+/// A rejection's message is replaced by the policy's custom message; the original
+/// becomes the first cause.
+fn apply_custom_message(custom: Option<&str>, response: &mut AdmissionResponse) {
+    let (false, Some(custom)) = (response.allowed, custom) else {
+        return;
+    };
+    let status = response.status.get_or_insert_with(Status::default);
+    let original = status.message.replace(custom.to_owned());
+    status
+        .details
+        .get_or_insert_with(StatusDetails::default)
+        .causes
+        .push(StatusCause { message: original });
 }
 
 fn from_verdict(
@@ -189,3 +211,6 @@ fn rejection(uid: String, code: Option<u16>, message: String) -> AdmissionRespon
         ..Default::default()
     }
 }
+
+#[cfg(test)]
+mod tests;
