@@ -266,7 +266,7 @@ impl AccessReviewer for Reviewer {
         &self,
         review: &AccessReview,
         _fresh: bool,
-        _wait: Option<std::time::Duration>,
+        _wait: Option<Duration>,
     ) -> Result<Bytes, String> {
         Ok(Bytes::from(format!(
             r#"{{"allowed":{}}}"#,

@@ -118,7 +118,7 @@ fn raise_open_file_limit(max_connections: usize) {
     };
     // Policies, the cache's connections and the listeners need descriptors too.
     let reserved = 64;
-    if (max_connections as u64).saturating_add(reserved) > soft as u64 {
+    if (max_connections as u64).saturating_add(reserved) > soft {
         tracing::warn!(
             max_connections,
             open_file_limit = soft,

@@ -4,6 +4,7 @@
 mod bounds;
 mod cluster;
 
+use std::future::Future;
 use std::net::IpAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -288,7 +289,7 @@ async fn run(args: ServeArgs) -> anyhow::Result<()> {
 
 /// Resolves on SIGTERM (what Kubernetes sends) or Ctrl-C. The handlers are installed
 /// when this is called, not when the future is first polled.
-fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
+fn shutdown_signal() -> anyhow::Result<impl Future<Output = ()>> {
     use tokio::signal::unix::{SignalKind, signal};
     let mut sigterm = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
     let mut sigint = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;

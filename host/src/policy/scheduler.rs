@@ -300,7 +300,7 @@ mod tests {
         let queue = Arc::new(FairQueue::new(limits(1, 4)));
         let running = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let (release, released) = std::sync::mpsc::channel::<()>();
-        let released = Arc::new(std::sync::Mutex::new(released));
+        let released = Arc::new(Mutex::new(released));
         let workers = spawn_workers(&queue, 4);
         // Let the workers go to sleep before the burst arrives.
         std::thread::sleep(std::time::Duration::from_millis(50));

@@ -68,7 +68,7 @@ pub struct BudgetSpent {
 /// Returning free memory to the OS costs a pass over the heap: only once enough was given
 /// back to be worth it, and at most every [`TRIM_CHECK_INTERVAL`].
 const TRIM_EVERY_BYTES: usize = 16 << 20;
-pub const TRIM_CHECK_INTERVAL: std::time::Duration = std::time::Duration::from_secs(2);
+pub const TRIM_CHECK_INTERVAL: Duration = Duration::from_secs(2);
 
 impl BodyBudget {
     pub fn new(total: usize) -> Self {
