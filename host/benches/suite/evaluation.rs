@@ -10,7 +10,7 @@ use guest_adapter::{AccessRules, NoCluster, PolicyContext, ResourceKind};
 use policy_server::cache::{ClusterState, snapshot_file};
 use policy_server::runtime::component::{ComponentInstance, ComponentModule};
 use policy_server::runtime::wapc::{WapcInstance, WapcModule};
-use policy_server::runtime::{Runtime, RuntimeConfig};
+use policy_server::runtime::{GuestCall, PolicyGuest, Runtime, RuntimeConfig};
 use policy_server_e2e::requests::{pod, review};
 use serde_json::{Value, json};
 
@@ -227,7 +227,13 @@ fn measure_legacy(runtime: &Runtime, case: &Case, scale: &Scale) -> anyhow::Resu
 fn measure_component(runtime: &Runtime, case: &Case, scale: &Scale) -> anyhow::Result<[Stats; 3]> {
     let module = ComponentModule::compile(runtime, &std::fs::read(&case.wasm)?)?;
     let (request, settings) = (case.request.to_string(), case.settings.to_string());
-    let verdict = module.validate(runtime, case.context.clone(), TIMEOUT, &request, &settings)?;
+    let raw_request = serde_json::value::RawValue::from_string(request.clone())?;
+    let call = GuestCall {
+        runtime,
+        context: &case.context,
+        timeout: TIMEOUT,
+    };
+    let verdict = module.validate(call, &raw_request, &settings)?;
     anyhow::ensure!(
         verdict.accepted,
         "{}: expected an accepting verdict",
@@ -240,7 +246,7 @@ fn measure_component(runtime: &Runtime, case: &Case, scale: &Scale) -> anyhow::R
         [
             &mut || {
                 module
-                    .validate(runtime, case.context.clone(), TIMEOUT, &request, &settings)
+                    .validate(call, &raw_request, &settings)
                     .expect("evaluation");
             },
             &mut || {

@@ -9,12 +9,12 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use guest_adapter::{AccessReviewer, AccessRules, ClusterCache, PolicyContext, ResourceKind};
 
-use super::{Compiled, Policy, PolicyState, Runner};
+use super::{Loaded, Policy};
 use crate::config::{PoliciesFile, PolicyConfig};
-use crate::runtime::Runtime;
 use crate::runtime::component::ComponentModule;
 use crate::runtime::metadata::{self, BinaryKind, ExecutionMode};
 use crate::runtime::wapc::WapcModule;
+use crate::runtime::{GuestCall, PolicyGuest, Runtime};
 use crate::throttle::LogThrottle;
 
 #[derive(Debug, Clone)]
@@ -35,22 +35,10 @@ pub fn load_policies(
     reviewer: Option<Arc<dyn AccessReviewer>>,
     options: &LoadOptions,
 ) -> anyhow::Result<HashMap<String, Arc<Policy>>> {
-    let mut modules: HashMap<PathBuf, Compiled> = HashMap::new();
+    let mut modules: HashMap<PathBuf, Arc<dyn PolicyGuest>> = HashMap::new();
     let mut policies = HashMap::new();
     for (id, config) in &file.policies {
         let timeout = config.timeout().unwrap_or(options.default_timeout);
-        // Settings that are not JSON fail this policy like any other load error.
-        let settings = config.settings_json().map(|s| s.to_string());
-        let mut policy = Policy {
-            id: id.as_str().into(),
-            mode: config.policy_mode,
-            allowed_to_mutate: config.allowed_to_mutate,
-            custom_message: config.message.clone(),
-            timeout,
-            settings: settings.as_ref().cloned().unwrap_or_default(),
-            state: PolicyState::Failed("not loaded yet".into()),
-            failure_log: LogThrottle::default(),
-        };
         let access = AccessRules::new(
             config
                 .context_aware_resources
@@ -62,21 +50,33 @@ pub fn load_policies(
             context = context.with_reviewer(reviewer.clone());
         }
         let context = Arc::new(context);
-        let loaded = settings
-            .and_then(|_| load_one(config, file, runtime, &mut modules))
-            .and_then(|compiled| {
-                let runner = Runner::new(compiled, context);
-                policy.state = PolicyState::Ready(runner);
-                check_settings(&policy, runtime)
-            });
-        if let Err(err) = loaded {
-            if !options.continue_on_errors {
-                return Err(err.context(format!("policy '{id}' cannot be loaded")));
+        let loaded = (|| {
+            // Settings that are not JSON fail this policy like any other load error.
+            let settings = config.settings_json()?.to_string();
+            let guest = load_module(config, file, runtime, &mut modules)?;
+            let loaded = Loaded { guest, context };
+            check_settings(&*loaded.guest, loaded.call(runtime, timeout), id, &settings)?;
+            anyhow::Ok((settings, loaded))
+        })();
+        let (settings, state) = match loaded {
+            Ok((settings, loaded)) => (settings, Ok(loaded)),
+            Err(err) if options.continue_on_errors => {
+                let reason = format!("{err:#}");
+                tracing::error!(policy = %id, %reason, "policy failed to load; it will reject every request");
+                (String::new(), Err(reason))
             }
-            let reason = format!("{err:#}");
-            tracing::error!(policy = %id, %reason, "policy failed to load; it will reject every request");
-            policy.state = PolicyState::Failed(reason);
-        }
+            Err(err) => return Err(err.context(format!("policy '{id}' cannot be loaded"))),
+        };
+        let policy = Policy {
+            id: id.as_str().into(),
+            mode: config.policy_mode,
+            allowed_to_mutate: config.allowed_to_mutate,
+            custom_message: config.message.clone(),
+            timeout,
+            settings,
+            state,
+            failure_log: LogThrottle::default(),
+        };
         policies.insert(id.clone(), Arc::new(policy));
     }
     Ok(policies)
@@ -84,12 +84,12 @@ pub fn load_policies(
 
 /// Reads, checks and compiles the module of a policy, or reuses it if another policy
 /// already loaded the same file.
-fn load_one(
+fn load_module(
     config: &PolicyConfig,
     file: &PoliciesFile,
     runtime: &Runtime,
-    modules: &mut HashMap<PathBuf, Compiled>,
-) -> anyhow::Result<Compiled> {
+    modules: &mut HashMap<PathBuf, Arc<dyn PolicyGuest>>,
+) -> anyhow::Result<Arc<dyn PolicyGuest>> {
     let path = config.module_path(&file.dir)?;
     let path = path
         .canonicalize()
@@ -116,21 +116,18 @@ fn load_one(
             // the module.
             let span = tracing::info_span!("compile", module = %path.display()).entered();
             // A component is told from a core module by its bytes: no field in policies.yml.
-            let module = match kind {
-                BinaryKind::CoreModule => Compiled::Wapc(Arc::new(
+            let module: Arc<dyn PolicyGuest> = match kind {
+                BinaryKind::CoreModule => Arc::new(
                     WapcModule::compile(runtime, &bytes)
                         .with_context(|| format!("cannot compile module {}", path.display()))?,
-                )),
-                BinaryKind::Component => Compiled::Component(Arc::new(
+                ),
+                BinaryKind::Component => Arc::new(
                     ComponentModule::compile(runtime, &bytes)
                         .with_context(|| format!("cannot compile component {}", path.display()))?,
-                )),
+                ),
             };
             drop(span);
-            let pre_initialized = match &module {
-                Compiled::Wapc(module) => module.is_pre_initialized(),
-                Compiled::Component(_) => false,
-            };
+            let pre_initialized = module.is_pre_initialized();
             tracing::info!(module = %path.display(), elapsed = ?started.elapsed(), pre_initialized, "compiled");
             modules.insert(path, module.clone());
             module
@@ -140,12 +137,17 @@ fn load_one(
 }
 
 /// Asks the policy whether its settings are valid, before it serves anything.
-fn check_settings(policy: &Policy, runtime: &Runtime) -> anyhow::Result<()> {
-    if let Some(version) = policy.protocol_version(runtime) {
-        tracing::debug!(policy = %policy.id, %version, "protocol version");
+fn check_settings(
+    guest: &dyn PolicyGuest,
+    call: GuestCall<'_>,
+    id: &str,
+    settings: &str,
+) -> anyhow::Result<()> {
+    if let Some(version) = guest.protocol_version(call) {
+        tracing::debug!(policy = %id, %version, "protocol version");
     }
-    let verdict = policy
-        .validate_settings(runtime)
+    let verdict = guest
+        .validate_settings(call, settings)
         .context("settings validation failed")?;
     if !verdict.valid {
         bail!(

@@ -7,6 +7,7 @@ use std::time::Duration;
 use anyhow::Context;
 use guest_adapter::wit::{ContextError, WitListQuery};
 use guest_adapter::{AccessReview, GuestSession, PolicyContext, ResourceKind};
+use serde_json::value::RawValue;
 use wasmtime::component::{Linker, ResourceTable};
 use wasmtime::{Engine, Store, StoreContextMut};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
@@ -14,7 +15,7 @@ use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use super::answer_text::AnswerText;
 use super::guest_output::GuestOutput;
 use super::limits::{Limited, MemoryCap, guarded_store, guest_error, instantiation_error};
-use super::{EvalError, Runtime};
+use super::{EvalError, GuestCall, GuestVerdict, PolicyGuest, Runtime};
 
 // The current world: its exports are the same in every version, so one set of export
 // bindings serves components built against any of them.
@@ -53,28 +54,58 @@ impl ComponentModule {
             .context("the component does not implement the `policy` world of wit/")?;
         Ok(Self { pre })
     }
+}
 
-    /// Runs `validate` in a fresh instance.
-    pub fn validate(
+impl PolicyGuest for ComponentModule {
+    fn validate(
         &self,
-        runtime: &Runtime,
-        context: Arc<PolicyContext>,
-        timeout: Duration,
-        request: &str,
+        call: GuestCall<'_>,
+        request: &RawValue,
         settings: &str,
-    ) -> Result<Verdict, EvalError> {
-        ComponentInstance::new(self, runtime, context, timeout)?.validate(request, settings)
+    ) -> Result<GuestVerdict, EvalError> {
+        let verdict =
+            ComponentInstance::new(self, call.runtime, call.context.clone(), call.timeout)?
+                .validate(request.get(), settings)?;
+        GuestVerdict::try_from(verdict)
     }
 
-    /// Runs `validate-settings` in a fresh instance.
-    pub fn validate_settings(
+    fn validate_settings(
         &self,
-        runtime: &Runtime,
-        context: Arc<PolicyContext>,
-        timeout: Duration,
+        call: GuestCall<'_>,
         settings: &str,
-    ) -> Result<SettingsVerdict, EvalError> {
-        ComponentInstance::new(self, runtime, context, timeout)?.validate_settings(settings)
+    ) -> Result<super::SettingsVerdict, EvalError> {
+        let SettingsVerdict { valid, message } =
+            ComponentInstance::new(self, call.runtime, call.context.clone(), call.timeout)?
+                .validate_settings(settings)?;
+        Ok(super::SettingsVerdict { valid, message })
+    }
+
+    /// Components have no such operation: the version of the WIT package they target
+    /// says it.
+    fn protocol_version(&self, _: GuestCall<'_>) -> Option<String> {
+        None
+    }
+}
+
+impl TryFrom<Verdict> for GuestVerdict {
+    type Error = EvalError;
+
+    /// The typed verdict of a component, in the shape legacy policies answer with.
+    fn try_from(verdict: Verdict) -> Result<Self, Self::Error> {
+        let mutated_object = verdict
+            .mutated_object
+            .map(|json| serde_json::from_str(&json))
+            .transpose()
+            .map_err(|e| EvalError::BadAnswer(format!("mutated-object is not JSON: {e}")))?;
+        Ok(Self {
+            accepted: verdict.accepted,
+            message: verdict.message,
+            code: verdict.code,
+            mutated_object,
+            warnings: Some(verdict.warnings).filter(|w| !w.is_empty()),
+            audit_annotations: Some(verdict.audit_annotations.into_iter().collect())
+                .filter(|a: &std::collections::BTreeMap<_, _>| !a.is_empty()),
+        })
     }
 }
 

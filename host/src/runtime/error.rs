@@ -57,3 +57,32 @@ impl EvalError {
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
 pub(crate) struct GuestAbiError(pub(crate) String);
+
+/// Why a waPC module's start-up is not captured once at load (see [`super::preinit`]).
+/// Not a load failure: such a module runs its start-up in every instance, as it always
+/// could.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum NotPreInitialized {
+    /// wasmtime's own compile of the module then says what is wrong with it.
+    #[error("the module does not parse: {0}")]
+    Malformed(#[from] wasmparser::BinaryReaderError),
+    /// Its state cannot be captured whole (see [`super::preinit`] for which shapes).
+    #[error("{0}")]
+    Unsupported(String),
+    #[error("cannot link start-up: {0:#}")]
+    StartUpLink(anyhow::Error),
+    #[error("start-up fails ({0})")]
+    StartUpFails(EvalError),
+    /// The unwinding exit leaves the guest's shadow stack pointer mid-call.
+    #[error("start-up exits the process")]
+    StartUpExits,
+    /// Its answers depend on the cluster at load time: every instance must ask anew.
+    #[error("start-up calls the host")]
+    StartUpCallsHost,
+    #[error("the instrumented module lacks its {0} export")]
+    MissingExport(&'static str),
+    #[error("cannot write the snapshot: {0:#}")]
+    Snapshot(anyhow::Error),
+    #[error("the snapshot does not load: {0:#}")]
+    SnapshotDoesNotLoad(anyhow::Error),
+}

@@ -6,11 +6,15 @@ mod artifacts;
 pub mod component;
 mod engine;
 mod error;
+mod guest;
 mod guest_output;
 mod limits;
 pub mod metadata;
 mod preinit;
+mod verdict;
 pub mod wapc;
 
 pub use engine::{Runtime, RuntimeConfig};
 pub use error::EvalError;
+pub use guest::{GuestCall, PolicyGuest};
+pub use verdict::{GuestVerdict, SettingsVerdict};

@@ -14,6 +14,8 @@
 //! next evaluation. Random seeds drawn by start-up are drawn once per load.
 
 use anyhow::Context;
+
+use super::error::NotPreInitialized;
 use std::ops::Range;
 use wasm_encoder::{
     ConstExpr, DataCountSection, DataSection, ExportKind, ExportSection, GlobalSection, Ieee32,
@@ -63,8 +65,9 @@ impl Plan {
 }
 
 /// Checks that the module's state can be captured whole and adds the exports that read
-/// it. `Ok(Err(reason))` says why the module must be initialized the ordinary way.
-pub(crate) fn instrument(wasm: &[u8]) -> anyhow::Result<Result<Instrumented, String>> {
+/// it; or says why the module must be initialized the ordinary way.
+pub(crate) fn instrument(wasm: &[u8]) -> Result<Instrumented, NotPreInitialized> {
+    let unsupported = |reason: &str| Err(NotPreInitialized::Unsupported(reason.into()));
     let mut imported_globals = 0u32;
     let mut defined_memories = Vec::new();
     let mut mutable_globals = Vec::new();
@@ -75,7 +78,7 @@ pub(crate) fn instrument(wasm: &[u8]) -> anyhow::Result<Result<Instrumented, Str
             Payload::ImportSection(imports) => {
                 for import in imports.into_imports() {
                     match import?.ty {
-                        TypeRef::Memory(_) => return Ok(Err("it imports its memory".into())),
+                        TypeRef::Memory(_) => return unsupported("it imports its memory"),
                         TypeRef::Global(_) => imported_globals += 1,
                         _ => {}
                     }
@@ -93,7 +96,7 @@ pub(crate) fn instrument(wasm: &[u8]) -> anyhow::Result<Result<Instrumented, Str
                         continue;
                     }
                     if !is_number(ty.content_type) {
-                        return Ok(Err("it has a mutable global of reference type".into()));
+                        return unsupported("it has a mutable global of reference type");
                     }
                     mutable_globals.push(imported_globals + index as u32);
                 }
@@ -102,7 +105,7 @@ pub(crate) fn instrument(wasm: &[u8]) -> anyhow::Result<Result<Instrumented, Str
             Payload::DataSection(data) => {
                 for datum in data {
                     if !matches!(datum?.kind, wasmparser::DataKind::Active { .. }) {
-                        return Ok(Err("it has passive data segments".into()));
+                        return unsupported("it has passive data segments");
                     }
                 }
             }
@@ -110,7 +113,7 @@ pub(crate) fn instrument(wasm: &[u8]) -> anyhow::Result<Result<Instrumented, Str
                 let mut operators = body.get_operators_reader()?;
                 while !operators.eof() {
                     if let Some(what) = unsupported_operator(&operators.read()?) {
-                        return Ok(Err(format!("its code {what}")));
+                        return unsupported(&format!("its code {what}"));
                     }
                 }
             }
@@ -118,10 +121,10 @@ pub(crate) fn instrument(wasm: &[u8]) -> anyhow::Result<Result<Instrumented, Str
         }
     }
     match defined_memories.as_slice() {
-        [memory] if memory.shared => return Ok(Err("its memory is shared".into())),
-        [memory] if memory.memory64 => return Ok(Err("its memory is 64-bit".into())),
+        [memory] if memory.shared => return unsupported("its memory is shared"),
+        [memory] if memory.memory64 => return unsupported("its memory is 64-bit"),
         [_] => {}
-        _ => return Ok(Err("it does not define exactly one memory".into())),
+        _ => return unsupported("it does not define exactly one memory"),
     }
 
     let plan = Plan {
@@ -143,7 +146,7 @@ pub(crate) fn instrument(wasm: &[u8]) -> anyhow::Result<Result<Instrumented, Str
         Section::Export => Edit::Replace(&exports),
         _ => Edit::Keep,
     })?;
-    Ok(Ok(Instrumented { plan, wasm }))
+    Ok(Instrumented { plan, wasm })
 }
 
 /// The original module, rewritten to start with `memory` (all of it, as start-up left it)
@@ -206,6 +209,7 @@ pub(crate) fn snapshot(
         Section::Code => Edit::KeepThenInsertIfMissing(Section::Data, &data),
         _ => Edit::Keep,
     })
+    .map_err(anyhow::Error::from)
 }
 
 const PAGE_BYTES: u64 = 64 << 10;
@@ -311,7 +315,10 @@ enum Edit<'a> {
 }
 
 /// Copies a module section by section, raw, except where `edit` says otherwise.
-fn rewrite<'a>(wasm: &[u8], edit: impl Fn(Section) -> Edit<'a>) -> anyhow::Result<Vec<u8>> {
+fn rewrite<'a>(
+    wasm: &[u8],
+    edit: impl Fn(Section) -> Edit<'a>,
+) -> Result<Vec<u8>, wasmparser::BinaryReaderError> {
     let mut sections = Vec::new();
     for payload in Parser::new(0).parse_all(wasm) {
         sections.extend(payload?.as_section());

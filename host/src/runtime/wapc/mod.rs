@@ -20,12 +20,13 @@ use wasmtime::{Caller, Engine, Instance, InstancePre, Linker, Memory, Module, St
 use wasmtime_wasi::I32Exit;
 use wasmtime_wasi::p1::WasiP1Ctx;
 
-use super::error::GuestAbiError;
+use super::error::{GuestAbiError, NotPreInitialized};
 use super::guest_output::GuestOutput;
 use super::limits::{Limited, MemoryCap, guarded_store, guest_error, instantiation_error};
 use super::{EvalError, Runtime, preinit};
 
 mod abi;
+mod operations;
 use abi::{start_up_linker, wapc_linker};
 
 /// Start-up gets this long when it runs at load time for [`pre_initialize`].
@@ -67,13 +68,13 @@ impl WapcModule {
             }
         }
         let instrumented = match preinit::instrument(bytes) {
-            Ok(Ok(instrumented)) => instrumented,
-            Ok(Err(reason)) => {
+            Ok(instrumented) => instrumented,
+            // Let wasmtime say how.
+            Err(NotPreInitialized::Malformed(_)) => return Ok(ordinary(link(bytes)?.1)),
+            Err(reason) => {
                 tracing::info!("start-up runs for every evaluation: {reason}");
                 return Ok(ordinary(link(bytes)?.1));
             }
-            // Malformed: let wasmtime say how.
-            Err(_) => return Ok(ordinary(link(bytes)?.1)),
         };
         // The instrumented module behaves as the original, so it is also what runs when
         // start-up cannot be captured.
@@ -81,11 +82,11 @@ impl WapcModule {
         let started = std::time::Instant::now();
         let snapshot = start_up_linker(&linker)
             .and_then(|linker| linker.instantiate_pre(&module).map_err(anyhow::Error::from))
-            .map_err(|e| format!("cannot link start-up: {e:#}"))
+            .map_err(NotPreInitialized::StartUpLink)
             .and_then(|start_up| pre_initialize(&start_up, runtime, bytes, &instrumented.plan))
             .and_then(|snapshot| match link(&snapshot) {
                 Ok((_, pre)) => Ok((snapshot, pre)),
-                Err(e) => Err(format!("the snapshot does not load: {e:#}")),
+                Err(e) => Err(NotPreInitialized::SnapshotDoesNotLoad(e)),
             });
         match snapshot {
             Ok((snapshot, snapshot_pre)) => {
@@ -105,12 +106,6 @@ impl WapcModule {
             pre,
             pre_initialized: true,
         }
-    }
-
-    /// Whether start-up ran once at load (see [`super::preinit`]) rather than in every
-    /// instance.
-    pub fn is_pre_initialized(&self) -> bool {
-        self.pre_initialized
     }
 
     /// Calls one operation in a fresh instance that is dropped afterwards, so nothing a
@@ -273,23 +268,21 @@ fn pre_initialize(
     runtime: &Runtime,
     original: &[u8],
     plan: &preinit::Plan,
-) -> Result<Vec<u8>, String> {
+) -> Result<Vec<u8>, NotPreInitialized> {
     let context = Arc::new(PolicyContext::new(
         "(pre-initialization)",
         AccessRules::default(),
         Arc::new(NoCluster),
     ));
     let (mut store, instance) = instantiate(pre, runtime, context, PRE_INITIALIZATION_TIMEOUT)
-        .map_err(|e| e.to_string())?;
+        .map_err(NotPreInitialized::StartUpFails)?;
     match run_start_up(&instance, &mut store, PRE_INITIALIZATION_TIMEOUT) {
         Ok(StartUp::Returned) => {}
-        // The unwinding exit leaves the guest's shadow stack pointer mid-call.
-        Ok(StartUp::Exited) => return Err("start-up exits the process".into()),
-        Err(e) => return Err(format!("start-up fails ({e})")),
+        Ok(StartUp::Exited) => return Err(NotPreInitialized::StartUpExits),
+        Err(e) => return Err(NotPreInitialized::StartUpFails(e)),
     }
-    // Its answers depend on the cluster at load time: every instance must ask anew.
     if store.data().host_calls > 0 {
-        return Err("start-up calls the host".into());
+        return Err(NotPreInitialized::StartUpCallsHost);
     }
     let globals = plan
         .global_exports()
@@ -299,12 +292,12 @@ fn pre_initialize(
                 .map(|global| global.get(&mut store))
         })
         .collect::<Option<Vec<_>>>()
-        .ok_or("the instrumented module lacks a global export")?;
+        .ok_or(NotPreInitialized::MissingExport("global"))?;
     let memory = instance
         .get_memory(&mut store, plan.memory_export())
-        .ok_or("the instrumented module lacks its memory export")?;
+        .ok_or(NotPreInitialized::MissingExport("memory"))?;
     preinit::snapshot(original, plan, memory.data(&store), &globals)
-        .map_err(|e| format!("cannot write the snapshot: {e:#}"))
+        .map_err(NotPreInitialized::Snapshot)
 }
 
 /// Per-instance host state.

@@ -1,5 +1,6 @@
 //! The waPC runner: pre-initialization, fresh instances, and the ABI as guests see it.
 use super::*;
+use crate::runtime::PolicyGuest;
 
 /// A guest whose start-up grows memory, writes to it and sets a global, and whose
 /// `__guest_call` answers from that state: "A", the call count after start-up set it
