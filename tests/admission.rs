@@ -227,7 +227,7 @@ async fn configuration_that_would_serve_the_wrong_thing_stops_the_start() {
         policy("labels", &wasm().deny_latest_tag, "")
     );
     let cases = [
-        (twice, vec![], "policy id 'labels' appears twice"),
+        (twice, vec![], "duplicate mapping key `labels`"),
         (String::new(), vec![], "there are no policies in it"),
         (
             required_labels("labels", "  timeoutEvalSeconds: 0"),

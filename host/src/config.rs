@@ -32,7 +32,7 @@ pub struct PolicyConfig {
     /// `file://` URL or path; a relative path is relative to the policies file.
     pub module: String,
     #[serde(default)]
-    pub settings: Option<serde_yaml::Value>,
+    pub settings: Option<serde_json::Value>,
     #[serde(default)]
     pub policy_mode: PolicyMode,
     #[serde(default)]
@@ -48,12 +48,10 @@ pub struct PolicyConfig {
 
 impl PolicyConfig {
     /// The settings as the JSON the policy receives; absent settings are `{}`.
-    pub fn settings_json(&self) -> anyhow::Result<serde_json::Value> {
+    pub fn settings_json(&self) -> serde_json::Value {
         match &self.settings {
-            None | Some(serde_yaml::Value::Null) => Ok(serde_json::json!({})),
-            Some(value) => {
-                serde_json::to_value(value).context("settings cannot be expressed as JSON")
-            }
+            None | Some(serde_json::Value::Null) => serde_json::json!({}),
+            Some(value) => value.clone(),
         }
     }
 
@@ -125,9 +123,12 @@ impl PoliciesFile {
     }
 
     fn parse_with(text: &str, dir: PathBuf, allow_empty: bool) -> anyhow::Result<Self> {
-        let raw: Option<UniqueIds> =
-            serde_yaml::from_str(text).context("expected a mapping from policy id to policy")?;
-        let raw = raw.map(|ids| ids.0).unwrap_or_default();
+        // A repeated id, which would silently replace one policy by another, is a
+        // duplicate key: refused with its line.
+        let raw: Option<BTreeMap<String, serde_json::Value>> =
+            crate::yaml::from_str(text, crate::yaml::config_options())
+                .context("expected a mapping from policy id to policy")?;
+        let raw = raw.unwrap_or_default();
         if raw.is_empty() && !allow_empty {
             bail!(
                 "there are no policies in it: nothing would be served \
@@ -140,42 +141,11 @@ impl PoliciesFile {
                 bail!("policy id '{id}' is not valid: it must be non-empty and contain no '/'");
             }
             let policy: PolicyConfig =
-                serde_yaml::from_value(value).with_context(|| format!("policy '{id}'"))?;
+                serde_json::from_value(value).with_context(|| format!("policy '{id}'"))?;
             policy.check().with_context(|| format!("policy '{id}'"))?;
             policies.insert(id, policy);
         }
         Ok(Self { dir, policies })
-    }
-}
-
-/// Policy ids to their entries, refusing an id that comes twice.
-struct UniqueIds(BTreeMap<String, serde_yaml::Value>);
-
-impl<'de> Deserialize<'de> for UniqueIds {
-    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct Ids;
-        impl<'de> serde::de::Visitor<'de> for Ids {
-            type Value = UniqueIds;
-            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.write_str("a mapping from policy id to policy")
-            }
-            fn visit_map<M: serde::de::MapAccess<'de>>(
-                self,
-                mut map: M,
-            ) -> Result<UniqueIds, M::Error> {
-                let mut ids = BTreeMap::new();
-                while let Some((id, policy)) = map.next_entry::<String, serde_yaml::Value>()? {
-                    if ids.contains_key(&id) {
-                        return Err(serde::de::Error::custom(format!(
-                            "policy id '{id}' appears twice: one would silently replace the other"
-                        )));
-                    }
-                    ids.insert(id, policy);
-                }
-                Ok(UniqueIds(ids))
-            }
-        }
-        deserializer.deserialize_map(Ids)
     }
 }
 
@@ -207,7 +177,7 @@ labels:
         assert!(policy.allowed_to_mutate);
         assert_eq!(policy.timeout(), Some(Duration::from_secs(5)));
         assert_eq!(
-            policy.settings_json().unwrap(),
+            policy.settings_json(),
             serde_json::json!({"required_labels": ["team"]})
         );
         assert_eq!(policy.context_aware_resources[0].kind, "Namespace");
@@ -248,7 +218,7 @@ labels:
         let cases = [
             (
                 "a:\n  module: a.wasm\nb:\n  module: b.wasm\na:\n  module: c.wasm\n",
-                "policy id 'a' appears twice",
+                "duplicate mapping key `a` is not allowed here at line 5, column 1",
             ),
             ("", "there are no policies"),
             ("# only a comment\n", "there are no policies"),
@@ -279,10 +249,58 @@ labels:
     #[test]
     fn absent_settings_are_an_empty_object() {
         let file = PoliciesFile::parse("p:\n  module: a.wasm\n", ".".into()).unwrap();
-        assert_eq!(
-            file.policies["p"].settings_json().unwrap(),
-            serde_json::json!({})
-        );
+        assert_eq!(file.policies["p"].settings_json(), serde_json::json!({}));
         assert_eq!(file.policies["p"].policy_mode, PolicyMode::Protect);
+    }
+
+    #[test]
+    fn settings_read_as_yaml_1_2_like_kubewarden_reads_them() {
+        let file = PoliciesFile::parse(
+            "p:\n  module: a.wasm\n  settings:\n    answer: yes\n    \"<<\": {a: 1}\n    \
+             octal: 0o17\n    plain: 017\n    under: 1_000\n    flag: true\n",
+            ".".into(),
+        )
+        .unwrap();
+        assert_eq!(
+            file.policies["p"].settings_json(),
+            serde_json::json!({
+                "answer": "yes",
+                "<<": {"a": 1},
+                "octal": 15,
+                "plain": "017",
+                "under": "1_000",
+                "flag": true,
+            })
+        );
+    }
+
+    #[test]
+    fn yaml_that_would_mislead_or_explode_is_refused_with_its_line() {
+        // Ten levels of ten aliases: 10^10 nodes from a few hundred bytes.
+        let mut bomb = String::from(
+            "p:\n  module: a.wasm\n  settings:\n    l0: &l0 [x, x, x, x, x, x, x, x, x, x]\n",
+        );
+        for level in 1..10 {
+            let previous = format!("*l{}", level - 1);
+            let items = [previous.as_str(); 10].join(", ");
+            bomb.push_str(&format!("    l{level}: &l{level} [{items}]\n"));
+        }
+        let cases = [
+            (
+                "p:\n  module: a.wasm\n  settings:\n    a: 1\n    a: 2\n".to_owned(),
+                "duplicate mapping key `a` is not allowed here at line 5",
+            ),
+            (bomb, "too large or too complex"),
+            (
+                "p:\n  module: a.wasm\n  policyMode: [\n".to_owned(),
+                "line 3",
+            ),
+        ];
+        for (text, reason) in cases {
+            let err = PoliciesFile::parse(&text, ".".into()).unwrap_err();
+            let message = format!("{err:#}");
+            assert!(message.contains(reason), "{text}: {message}");
+            assert!(!message.contains('\n'), "one line for the log: {message}");
+        }
     }
 }

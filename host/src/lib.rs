@@ -13,3 +13,4 @@ pub mod runtime;
 pub mod throttle;
 pub mod tls;
 pub mod webhook;
+mod yaml;

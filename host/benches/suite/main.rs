@@ -134,13 +134,13 @@ fn server_binary() -> &'static str {
     env!("CARGO_BIN_EXE_policy-server")
 }
 
-/// A policies.yml from `(id, policy)` pairs.
+/// A policies.yml from `(id, policy)` pairs, written as JSON (which is YAML too).
 fn policies_yml(policies: &[(&str, Value)]) -> String {
     let map: serde_json::Map<String, Value> = policies
         .iter()
         .map(|(id, policy)| ((*id).to_owned(), policy.clone()))
         .collect();
-    serde_yaml::to_string(&map).expect("policies serialize")
+    serde_json::to_string_pretty(&map).expect("policies serialize")
 }
 
 /// An async runtime for the clients and the fake API server of a section.

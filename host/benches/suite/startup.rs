@@ -18,7 +18,7 @@ pub fn run(report: &mut Report, scale: &Scale) -> anyhow::Result<()> {
     let examples = policy_server_e2e::build::repo_root().join("examples");
     let dir = tempfile::tempdir()?;
     let examples_yml: serde_json::Map<String, Value> =
-        serde_yaml::from_str(&std::fs::read_to_string(examples.join("policies.yml"))?)?;
+        serde_saphyr::from_str(&std::fs::read_to_string(examples.join("policies.yml"))?)?;
     let originals: Vec<(&String, &Value)> = examples_yml.iter().collect();
     let mut policies = Vec::new();
     let mut module_bytes = 0;

@@ -6,7 +6,6 @@ use std::path::Path;
 
 use anyhow::{Context, bail};
 use guest_adapter::{ResourceKind, Scope};
-use serde::Deserialize;
 use serde_json::Value;
 
 use super::index::KindIndex;
@@ -56,12 +55,15 @@ pub fn load(path: &Path) -> anyhow::Result<Snapshot> {
 
 pub fn parse(text: &str) -> anyhow::Result<Snapshot> {
     let mut kinds: HashMap<ResourceKind, FileKind> = HashMap::new();
-    for (index, document) in serde_yaml::Deserializer::from_str(text).enumerate() {
-        let value = Value::deserialize(document)
+    let mut input = text.as_bytes();
+    let options = crate::yaml::snapshot_options(text.len());
+    // Documents stream one at a time; empty ones (after a trailing `---`) are skipped, so
+    // an index counts the documents that hold something.
+    let documents = serde_saphyr::read_with_options::<_, Value>(&mut input, options);
+    for (index, value) in documents.enumerate() {
+        let value = value
+            .map_err(|e| crate::yaml::describe(&e))
             .with_context(|| format!("document {} is not valid YAML/JSON", index + 1))?;
-        if value.is_null() {
-            continue; // an empty document, e.g. after a trailing `---`
-        }
         let objects = match value["kind"].as_str() {
             Some(kind) if kind.ends_with("List") => {
                 let items = value["items"].as_array().cloned().unwrap_or_default();
@@ -181,5 +183,47 @@ items:
     fn objects_without_kind_are_errors() {
         let err = parse("metadata: {name: x}\n").unwrap_err();
         assert!(err.to_string().contains("apiVersion and kind"), "{err}");
+    }
+
+    #[test]
+    fn an_exported_cluster_of_any_size_fits_the_budget() {
+        let mut text = String::new();
+        for i in 0..3_000 {
+            text.push_str(&format!(
+                "---\napiVersion: v1\nkind: Namespace\nmetadata: {{name: ns-{i}}}\n"
+            ));
+        }
+        let items: Vec<String> = (0..50_000)
+            .map(|i| format!(r#"{{"metadata":{{"name":"s-{i}","namespace":"n"}}}}"#))
+            .collect();
+        text.push_str(&format!(
+            "---\n{{\"apiVersion\":\"v1\",\"kind\":\"ServiceList\",\"items\":[{}]}}\n",
+            items.join(",")
+        ));
+        let kinds = parse(&text).unwrap();
+        assert_eq!(kinds.count(&ResourceKind::namespaces()), 3_000);
+        assert_eq!(kinds.count(&ResourceKind::services()), 50_000);
+    }
+
+    #[test]
+    fn documents_that_explode_or_repeat_a_key_are_refused() {
+        let mut bomb = String::from("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: a}\n");
+        bomb.push_str("data:\n  l0: &l0 [x, x, x, x, x, x, x, x, x, x]\n");
+        for level in 1..10 {
+            let items = vec![format!("*l{}", level - 1); 10].join(", ");
+            bomb.push_str(&format!("  l{level}: &l{level} [{items}]\n"));
+        }
+        let err = parse(&bomb).unwrap_err();
+        assert!(
+            format!("{err:#}").contains("too large or too complex"),
+            "{err:#}"
+        );
+
+        let twice = "apiVersion: v1\nkind: Namespace\nmetadata: {name: a, name: b}\n";
+        let err = parse(twice).unwrap_err();
+        assert!(
+            format!("{err:#}").contains("duplicate mapping key `name`"),
+            "{err:#}"
+        );
     }
 }

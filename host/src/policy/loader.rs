@@ -51,8 +51,7 @@ pub fn load_policies(
         }
         let context = Arc::new(context);
         let loaded = (|| {
-            // Settings that are not JSON fail this policy like any other load error.
-            let settings = config.settings_json()?.to_string();
+            let settings = config.settings_json().to_string();
             let guest = load_module(config, file, runtime, &mut modules)?;
             let loaded = Loaded { guest, context };
             check_settings(&*loaded.guest, loaded.call(runtime, timeout), id, &settings)?;
