@@ -31,6 +31,9 @@ pub fn snapshot_options(input_bytes: usize) -> Options {
         budget.max_documents = scaled;
         budget.max_nodes = scaled;
         budget.max_events = scaled;
+        // The file is already in memory: its size is the bound.
+        budget.max_total_scalar_bytes = input_bytes.max(budget.max_total_scalar_bytes);
+        budget.max_reader_input_bytes = None;
     }
     options
 }
