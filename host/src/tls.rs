@@ -55,9 +55,17 @@ struct Loaded {
     seen: FilesSeen,
 }
 
-/// Inode, modification time and length of both files (following symlinks, as a Secret
-/// volume's are): a rotation changes at least one.
-type FilesSeen = [Option<(u64, SystemTime, u64)>; 2];
+/// The stamps of the certificate and the key file (`None` while one cannot be read).
+type FilesSeen = [Option<FileStamp>; 2];
+
+/// What a rotation changes in a file, following symlinks as a Secret volume's are: at
+/// least one of these.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct FileStamp {
+    inode: u64,
+    modified: SystemTime,
+    len: u64,
+}
 
 impl ReloadingCertificate {
     fn load(
@@ -137,7 +145,11 @@ fn files_seen(cert_file: &Path, key_file: &Path) -> FilesSeen {
     [cert_file, key_file].map(|file| {
         use std::os::unix::fs::MetadataExt;
         let metadata = std::fs::metadata(file).ok()?;
-        Some((metadata.ino(), metadata.modified().ok()?, metadata.len()))
+        Some(FileStamp {
+            inode: metadata.ino(),
+            modified: metadata.modified().ok()?,
+            len: metadata.len(),
+        })
     })
 }
 
