@@ -4,9 +4,11 @@
 pub mod build;
 mod eventually;
 pub mod fake_apiserver;
+pub mod policies;
 pub mod requests;
 pub mod server;
 
 pub use build::{Wasm, wasm};
 pub use eventually::eventually;
+pub use policies::{Policies, Policy};
 pub use server::{Server, ServerBuilder};

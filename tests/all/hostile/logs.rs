@@ -3,17 +3,17 @@
 
 use serde_json::json;
 
-use super::{misbehaving, pinned_pod, server};
+use crate::{misbehaving, misbehaving_component, pinned_pod, server};
 
 const FORGED: &str = "2026-12-01T00:00:00.000000Z  INFO policy_server: forged line";
 
 #[tokio::test]
 async fn forged_uids_and_guest_output_neither_forge_nor_flood_the_text_log() {
-    let server = server(json!({
-        "huge-error": misbehaving("huge_error"),
-        "huge-rejection": misbehaving("huge_rejection"),
-        "flood": misbehaving("log_flood"),
-    }))
+    let server = server([
+        ("huge-error", misbehaving("huge_error")),
+        ("huge-rejection", misbehaving("huge_rejection")),
+        ("flood", misbehaving("log_flood")),
+    ])
     .text_log()
     .start();
     let mut object = pinned_pod();
@@ -63,7 +63,7 @@ async fn forged_uids_and_guest_output_neither_forge_nor_flood_the_text_log() {
 
 #[tokio::test]
 async fn a_policy_error_about_a_secret_never_reaches_the_log() {
-    let server = server(json!({"huge-error": misbehaving("huge_error")})).start();
+    let server = server([("huge-error", misbehaving("huge_error"))]).start();
     let secret = json!({
         "apiVersion": "v1",
         "kind": "Secret",
@@ -85,9 +85,7 @@ async fn a_policy_error_about_a_secret_never_reaches_the_log() {
 
 #[tokio::test]
 async fn overload_is_logged_once_per_interval_not_once_per_request() {
-    let mut slow = misbehaving("loop");
-    slow["timeoutEvalSeconds"] = json!(1);
-    let server = server(json!({"slow": slow}))
+    let server = server([("slow", misbehaving("loop").timeout_seconds(1))])
         .arg("--workers")
         .arg("1")
         .arg("--max-queued-evaluations")
@@ -109,16 +107,9 @@ async fn overload_is_logged_once_per_interval_not_once_per_request() {
 
 #[tokio::test]
 async fn a_components_stderr_reaches_the_log_tagged_escaped_and_capped() {
-    let server = server(json!({
-        "chatty": {
-            "module": policy_server_e2e::wasm().misbehaving_component,
-            "settings": {"behaviour": "stderr_flood"},
-            // Each write to stderr crosses into the host (about 0.2 ms): room for a
-            // busy machine.
-            "timeoutEvalSeconds": 10,
-        },
-    }))
-    .start();
+    // Each write to stderr crosses into the host (about 0.2 ms): room for a busy machine.
+    let chatty = misbehaving_component("stderr_flood").timeout_seconds(10);
+    let server = server([("chatty", chatty)]).start();
     // Writes past the allowance succeed for the guest: it is not broken by them.
     let accepted = server.validate("chatty", &pinned_pod()).await;
     assert_eq!(accepted["allowed"], true, "{accepted}");

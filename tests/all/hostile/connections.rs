@@ -7,12 +7,12 @@ use serde_json::json;
 use tokio::io::AsyncWriteExt;
 
 use super::raw::{closed_within, connect, exchange, post_head, read_response};
-use super::{deny_latest_tag, pinned_pod, server};
+use crate::{deny_latest_tag, pinned_pod, server};
 
 #[tokio::test]
 async fn connections_that_send_nothing_or_stall_in_their_headers_are_closed() {
     for tls in [false, true] {
-        let mut builder = server(json!({"latest": deny_latest_tag()}))
+        let mut builder = server([("latest", deny_latest_tag())])
             .arg("--header-timeout-seconds")
             .arg("1");
         if !tls {
@@ -38,7 +38,7 @@ async fn connections_that_send_nothing_or_stall_in_their_headers_are_closed() {
 
 #[tokio::test]
 async fn a_kept_alive_connection_may_idle_between_requests_past_the_header_timeout() {
-    let server = server(json!({"latest": deny_latest_tag()}))
+    let server = server([("latest", deny_latest_tag())])
         .plain_http()
         .arg("--header-timeout-seconds")
         .arg("1")
@@ -57,7 +57,7 @@ async fn a_kept_alive_connection_may_idle_between_requests_past_the_header_timeo
 
 #[tokio::test]
 async fn connections_beyond_the_cap_are_closed_at_once_and_later_ones_served() {
-    let server = server(json!({"latest": deny_latest_tag()}))
+    let server = server([("latest", deny_latest_tag())])
         .plain_http()
         .arg("--max-connections")
         .arg("8")
@@ -90,7 +90,7 @@ async fn connections_beyond_the_cap_are_closed_at_once_and_later_ones_served() {
 
 #[tokio::test]
 async fn a_body_that_does_not_arrive_in_time_gets_408() {
-    let server = server(json!({"latest": deny_latest_tag()}))
+    let server = server([("latest", deny_latest_tag())])
         .plain_http()
         .arg("--body-timeout-seconds")
         .arg("1")
@@ -113,7 +113,7 @@ async fn stalled_bodies_hold_no_more_than_the_budget_and_their_memory_is_given_b
     const BUDGET: u64 = 32 << 20;
     const CONNECTIONS: usize = 200;
     const BODY: usize = (3 << 20) - 1;
-    let server = server(json!({"latest": deny_latest_tag()}))
+    let server = server([("latest", deny_latest_tag())])
         .plain_http()
         .arg("--max-body-bytes-in-flight")
         .arg(BUDGET.to_string())
@@ -204,9 +204,7 @@ async fn stalled_bodies_hold_no_more_than_the_budget_and_their_memory_is_given_b
 
 #[tokio::test]
 async fn a_body_sent_a_byte_at_a_time_in_chunks_arrives_whole() {
-    let server = server(json!({"latest": deny_latest_tag()}))
-        .plain_http()
-        .start();
+    let server = server([("latest", deny_latest_tag())]).plain_http().start();
     // Padded past one 64 KiB read segment, so the body is joined from several.
     let mut object = pinned_pod();
     object["request"]["object"]["metadata"]["annotations"] = json!({"pad": "p".repeat(100_000)});

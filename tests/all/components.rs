@@ -1,35 +1,34 @@
-//! End to end: a component policy (WIT world `policy`, wasm32-wasip2) beside its legacy
-//! waPC twin, in the same server, reading the same cache.
+//! A component policy (WIT world `policy`, wasm32-wasip2) beside its legacy waPC twin, in
+//! the same server, reading the same cache: the same verdicts, lists, patches, refusals
+//! and containment, in either call style.
+
+use std::path::Path;
 
 use policy_server_e2e::fake_apiserver::{FakeApiServer, NAMESPACES};
+use policy_server_e2e::policies::{INGRESS, NAMESPACE, SERVICE};
 use policy_server_e2e::requests::review;
-use policy_server_e2e::{ServerBuilder, eventually, wasm};
+use policy_server_e2e::{Policies, Policy, eventually, wasm};
 use serde_json::{Value, json};
 
-fn builder(policies_yml: String) -> ServerBuilder {
-    ServerBuilder::new(env!("CARGO_BIN_EXE_policy-server"), policies_yml)
+use crate::{default_labels, example_snapshot, misbehaving, misbehaving_component, server};
+
+fn twin(module: &Path) -> Policy {
+    Policy::new(module).settings(json!({"namespace_label": "services-allowed"}))
 }
 
-const GRANT_NAMESPACES: &str =
-    "  contextAwareResources:\n    - apiVersion: v1\n      kind: Namespace\n";
-
-fn twin(id: &str, module: &std::path::Path, grant: &str) -> String {
-    format!(
-        "{id}:\n  module: {}\n{grant}  settings:\n    namespace_label: services-allowed\n",
-        module.display()
-    )
-}
-
-fn twins(grant: &str) -> String {
-    [
-        twin("legacy", &wasm().service_namespace_label, grant),
-        twin(
+/// `service_namespace_label` as a waPC module and as a component.
+fn twins(grant: Option<(&str, &str)>) -> Policies {
+    let grant = |policy: Policy| match grant {
+        Some(grant) => policy.reads(grant),
+        None => policy,
+    };
+    Policies::from([
+        ("legacy", grant(twin(&wasm().service_namespace_label))),
+        (
             "component",
-            &wasm().service_namespace_label_component,
-            grant,
+            grant(twin(&wasm().service_namespace_label_component)),
         ),
-    ]
-    .concat()
+    ])
 }
 
 fn service(name: &str, namespace: &str) -> Value {
@@ -42,18 +41,11 @@ fn verdict(response: &Value) -> Value {
     json!({"allowed": response["allowed"], "status": response["status"]})
 }
 
-fn snapshot() -> String {
-    policy_server_e2e::build::repo_root()
-        .join("examples/cluster-snapshot.yaml")
-        .display()
-        .to_string()
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn the_component_gives_the_same_verdicts_as_its_legacy_twin() {
-    let server = builder(twins(GRANT_NAMESPACES))
+    let server = server(twins(Some(NAMESPACE)))
         .arg("--cluster-snapshot")
-        .arg(snapshot())
+        .arg(example_snapshot())
         .start();
     let requests = [
         review(service("api", "default")),
@@ -86,14 +78,13 @@ async fn the_component_gives_the_same_verdicts_as_its_legacy_twin() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_denied_context_read_reads_the_same_in_both_call_styles() {
     // Another policy grants namespaces, so the cache holds them; the twins may not read them.
-    let yml = [
-        twins(""),
-        twin("granted", &wasm().service_namespace_label, GRANT_NAMESPACES),
-    ]
-    .concat();
-    let server = builder(yml)
+    let policies = twins(None).with(
+        "granted",
+        twin(&wasm().service_namespace_label).reads(NAMESPACE),
+    );
+    let server = server(policies)
         .arg("--cluster-snapshot")
-        .arg(snapshot())
+        .arg(example_snapshot())
         .start();
     let request = review(service("api", "default"));
     let legacy = server.validate("legacy", &request).await;
@@ -125,7 +116,7 @@ async fn both_styles_follow_the_live_cache() {
     let dir = tempfile::tempdir().unwrap();
     let kubeconfig = dir.path().join("kubeconfig");
     std::fs::write(&kubeconfig, fake.kubeconfig()).unwrap();
-    let builder = builder(twins(GRANT_NAMESPACES))
+    let builder = server(twins(Some(NAMESPACE)))
         .arg("--kubeconfig")
         .arg(kubeconfig.display().to_string());
     let server = tokio::task::block_in_place(|| builder.start());
@@ -149,34 +140,18 @@ async fn both_styles_follow_the_live_cache() {
     .await;
 }
 
-fn behaving(id: &str, module: &std::path::Path, behaviour: &str, extra: &str) -> String {
-    format!(
-        "{id}:\n  module: {}\n{extra}  settings:\n    behaviour: \"{behaviour}\"\n",
-        module.display()
-    )
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn both_call_styles_get_byte_identical_lists() {
-    let yml = [
-        behaving(
-            "legacy",
-            &wasm().misbehaving,
-            "echo:namespaces",
-            GRANT_NAMESPACES,
-        ),
-        behaving(
+    let server = server([
+        ("legacy", misbehaving("echo:namespaces").reads(NAMESPACE)),
+        (
             "component",
-            &wasm().misbehaving_component,
-            "echo:namespaces",
-            GRANT_NAMESPACES,
+            misbehaving_component("echo:namespaces").reads(NAMESPACE),
         ),
-    ]
-    .concat();
-    let server = builder(yml)
-        .arg("--cluster-snapshot")
-        .arg(snapshot())
-        .start();
+    ])
+    .arg("--cluster-snapshot")
+    .arg(example_snapshot())
+    .start();
     let request = review(service("api", "default"));
     let legacy = server.validate("legacy", &request).await;
     let component = server.validate("component", &request).await;
@@ -190,18 +165,15 @@ async fn both_call_styles_get_byte_identical_lists() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_misbehaving_component_is_contained_like_a_legacy_policy() {
-    let component = &wasm().misbehaving_component;
-    let yml = [
-        behaving("trap", component, "trap", ""),
-        behaving("spin", component, "loop", "  timeoutEvalSeconds: 1\n"),
-        behaving("grab", component, "grab_memory", ""),
-        behaving("fine", component, "accept", ""),
-    ]
-    .concat();
-    let server = builder(yml)
-        .arg("--policy-memory-limit-mib")
-        .arg("64")
-        .start();
+    let server = server([
+        ("trap", misbehaving_component("trap")),
+        ("spin", misbehaving_component("loop").timeout_seconds(1)),
+        ("grab", misbehaving_component("grab_memory")),
+        ("fine", misbehaving_component("accept")),
+    ])
+    .arg("--policy-memory-limit-mib")
+    .arg("64")
+    .start();
     let expectations = [
         ("trap", "wasm `unreachable` instruction executed"),
         ("spin", "policy evaluation timed out after 1s"),
@@ -224,17 +196,19 @@ async fn a_misbehaving_component_is_contained_like_a_legacy_policy() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_ingress_component_gives_the_same_verdicts_as_its_legacy_twin() {
-    let grant =
-        "  contextAwareResources:\n    - apiVersion: networking.k8s.io/v1\n      kind: Ingress\n";
-    let yml = format!(
-        "legacy:\n  module: {}\n{grant}component:\n  module: {}\n{grant}",
-        wasm().unique_ingress_host.display(),
-        wasm().unique_ingress_host_component.display()
-    );
-    let server = builder(yml)
-        .arg("--cluster-snapshot")
-        .arg(snapshot())
-        .start();
+    let server = server([
+        (
+            "legacy",
+            Policy::new(&wasm().unique_ingress_host).reads(INGRESS),
+        ),
+        (
+            "component",
+            Policy::new(&wasm().unique_ingress_host_component).reads(INGRESS),
+        ),
+    ])
+    .arg("--cluster-snapshot")
+    .arg(example_snapshot())
+    .start();
     let ingress = |name: &str, namespace: &str, host: &str| {
         review(
             json!({"apiVersion": "networking.k8s.io/v1", "kind": "Ingress",
@@ -259,13 +233,11 @@ async fn the_ingress_component_gives_the_same_verdicts_as_its_legacy_twin() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_mutating_component_gives_the_same_patch_as_its_legacy_twin() {
-    let settings = "  allowedToMutate: true\n  settings:\n    labels: {team: unassigned, tier: \"ünïcode-☃\"}\n";
-    let yml = format!(
-        "legacy:\n  module: {}\n{settings}component:\n  module: {}\n{settings}",
-        wasm().default_labels.display(),
-        wasm().default_labels_component.display()
-    );
-    let server = builder(yml).start();
+    let legacy = default_labels().allowed_to_mutate(true);
+    let component = legacy
+        .clone()
+        .field("module", json!(wasm().default_labels_component));
+    let server = server([("legacy", legacy), ("component", component)]).start();
     let pod = |labels: Value| {
         review(json!({"apiVersion": "v1", "kind": "Pod",
             "metadata": {"name": "web", "namespace": "default", "labels": labels},
@@ -294,11 +266,8 @@ async fn the_mutating_component_gives_the_same_patch_as_its_legacy_twin() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn component_settings_are_validated_at_start_up() {
-    let yml = format!(
-        "broken:\n  module: {}\n  settings:\n    labels: {{}}\n",
-        wasm().default_labels_component.display()
-    );
-    let (status, output) = builder(yml).start_expecting_failure();
+    let broken = Policy::new(&wasm().default_labels_component).settings(json!({"labels": {}}));
+    let (status, output) = server([("broken", broken)]).start_expecting_failure();
     assert!(!status.success());
     assert!(output.contains("policy 'broken'"), "{output}");
     assert!(
@@ -312,16 +281,15 @@ async fn component_settings_are_validated_at_start_up() {
 #[tokio::test(flavor = "multi_thread")]
 async fn the_python_example_reads_the_cluster_through_the_same_interface() {
     let module = policy_server_e2e::build::python_component();
-    let yml = format!(
-        "limit:\n  module: {}\n  contextAwareResources:\n    - {{apiVersion: v1, kind: Service}}\n  settings:\n    max: 1\n\
-         ungranted:\n  module: {}\n  settings:\n    max: 1\n",
-        module.display(),
-        module.display()
-    );
+    let limit = Policy::new(module).settings(json!({"max": 1}));
+    let policies = [
+        ("limit", limit.clone().reads(SERVICE)),
+        ("ungranted", limit),
+    ];
     let server = tokio::task::block_in_place(|| {
-        builder(yml)
+        server(policies)
             .arg("--cluster-snapshot")
-            .arg(snapshot())
+            .arg(example_snapshot())
             .start()
     });
     // examples/cluster-snapshot.yaml has one Service, in `default`.

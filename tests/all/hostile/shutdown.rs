@@ -5,16 +5,15 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use serde_json::json;
 use tokio::io::AsyncWriteExt;
 
 use super::raw::{connect, post_head};
-use super::{deny_latest_tag, pinned_pod, server};
+use crate::{deny_latest_tag, pinned_pod, server};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_request_sent_around_sigterm_is_answered() {
     for run in 0..3 {
-        let mut server = server(json!({"latest": deny_latest_tag()}))
+        let mut server = server([("latest", deny_latest_tag())])
             .plain_http()
             .arg("--shutdown-drain-seconds")
             .arg("1")
@@ -81,7 +80,7 @@ async fn every_request_sent_around_sigterm_is_answered() {
 
 #[tokio::test]
 async fn while_draining_it_is_not_ready_but_serves_and_a_slow_body_cannot_delay_the_exit() {
-    let mut server = server(json!({"latest": deny_latest_tag()}))
+    let mut server = server([("latest", deny_latest_tag())])
         .plain_http()
         .arg("--body-timeout-seconds")
         .arg("30")
@@ -116,7 +115,7 @@ async fn while_draining_it_is_not_ready_but_serves_and_a_slow_body_cannot_delay_
 
 #[tokio::test]
 async fn a_rotated_certificate_is_served_to_new_connections_and_open_ones_keep_going() {
-    let server = server(json!({"latest": deny_latest_tag()})).start();
+    let server = server([("latest", deny_latest_tag())]).start();
     let object = pinned_pod();
     // An HTTP/2 connection opened before the rotation.
     let answer = server.validate("latest", &object).await;

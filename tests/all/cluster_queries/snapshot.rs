@@ -5,7 +5,8 @@ use policy_server_e2e::requests::review;
 use policy_server_e2e::wasm;
 use serde_json::{Value, json};
 
-use crate::*;
+use super::*;
+use crate::server_for_yaml;
 
 #[tokio::test(flavor = "multi_thread")]
 async fn sdk_policies_and_their_component_twins_give_the_same_verdicts() {
@@ -50,8 +51,7 @@ async fn sdk_policies_and_their_component_twins_give_the_same_verdicts() {
             &[NAMESPACE],
             limit,
         ),
-    ]
-    .concat();
+    ];
     let (server, _dir) = start_on_snapshot(yml);
     let cases = [
         // (policies, request, allowed, message)
@@ -141,20 +141,43 @@ async fn sdk_policies_and_their_component_twins_give_the_same_verdicts() {
 async fn both_call_styles_get_byte_identical_answers() {
     let both = &[NAMESPACE, SERVICE];
     let yml = [
-        legacy_call("by-ns", "list_resources_by_namespace",
-            json!({"api_version": "v1", "kind": "Service", "namespace": "shop", "label_selector": "app in (web,db)"}), both),
-        typed_call("by-ns-c", json!({"behaviour": "list", "api_version": "v1", "kind": "Service",
-            "namespace": "shop", "label_selector": "app in (web,db)"}), both),
-        legacy_call("all", "list_resources_all",
-            json!({"api_version": "v1", "kind": "Namespace", "label_selector": "tenant=blue", "field_selector": "metadata.name!=shop"}), both),
-        typed_call("all-c", json!({"behaviour": "list", "api_version": "v1", "kind": "Namespace",
-            "label_selector": "tenant=blue", "field_selector": "metadata.name!=shop"}), both),
-        legacy_call("get", "get_resource",
-            json!({"api_version": "v1", "kind": "Service", "namespace": "team-a", "name": "web", "disable_cache": false}), both),
-        typed_call("get-c", json!({"behaviour": "get", "api_version": "v1", "kind": "Service",
-            "namespace": "team-a", "name": "web"}), both),
-    ]
-    .concat();
+        legacy_call(
+            "by-ns",
+            "list_resources_by_namespace",
+            json!({"api_version": "v1", "kind": "Service", "namespace": "shop", "label_selector": "app in (web,db)"}),
+            both,
+        ),
+        typed_call(
+            "by-ns-c",
+            json!({"behaviour": "list", "api_version": "v1", "kind": "Service",
+            "namespace": "shop", "label_selector": "app in (web,db)"}),
+            both,
+        ),
+        legacy_call(
+            "all",
+            "list_resources_all",
+            json!({"api_version": "v1", "kind": "Namespace", "label_selector": "tenant=blue", "field_selector": "metadata.name!=shop"}),
+            both,
+        ),
+        typed_call(
+            "all-c",
+            json!({"behaviour": "list", "api_version": "v1", "kind": "Namespace",
+            "label_selector": "tenant=blue", "field_selector": "metadata.name!=shop"}),
+            both,
+        ),
+        legacy_call(
+            "get",
+            "get_resource",
+            json!({"api_version": "v1", "kind": "Service", "namespace": "team-a", "name": "web", "disable_cache": false}),
+            both,
+        ),
+        typed_call(
+            "get-c",
+            json!({"behaviour": "get", "api_version": "v1", "kind": "Service",
+            "namespace": "team-a", "name": "web"}),
+            both,
+        ),
+    ];
     let (server, _dir) = start_on_snapshot(yml);
 
     let by_namespace = answer(&server, "by-ns").await;
@@ -258,8 +281,7 @@ async fn every_refusal_says_what_and_why() {
             "resource_attributes": {"verb": "get", "resource": "pods"}}, "disable_cache": false}),
             &[("authorization.k8s.io/v1", "SubjectAccessReview")],
         ),
-    ]
-    .concat();
+    ];
     let (server, _dir) = start_on_snapshot(yml);
     let cases = [
         (
@@ -322,7 +344,7 @@ async fn the_examples_serve_the_verdicts_the_readme_shows() {
     let yml = std::fs::read_to_string(examples.join("policies.yml")).unwrap();
     // Its module paths are relative to examples/.
     let yml = yml.replace("target/", &format!("{}/target/", examples.display()));
-    let server = builder(yml)
+    let server = server_for_yaml(yml)
         .arg("--cluster-snapshot")
         .arg(examples.join("cluster-snapshot.yaml").display().to_string())
         .start();

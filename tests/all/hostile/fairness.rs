@@ -4,16 +4,13 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use serde_json::json;
-
-use super::{deny_latest_tag, misbehaving, pinned_pod, server};
+use crate::{deny_latest_tag, misbehaving, pinned_pod, server};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_policy_that_runs_to_its_timeout_leaves_the_others_a_worker() {
-    let mut slow = misbehaving("loop");
-    slow["timeoutEvalSeconds"] = json!(2);
+    let slow = misbehaving("loop").timeout_seconds(2);
     let server = Arc::new(
-        server(json!({"slow": slow, "fast": deny_latest_tag()}))
+        server([("slow", slow), ("fast", deny_latest_tag())])
             .arg("--workers")
             .arg("2")
             .start(),

@@ -6,10 +6,10 @@ use std::path::{Path, PathBuf};
 
 use serde_json::json;
 
-use super::{deny_latest_tag, pinned_pod, required_labels, server};
+use crate::{deny_latest_tag, pinned_pod, required_labels, server};
 
 fn cached_server(cache: &Path) -> policy_server_e2e::ServerBuilder {
-    server(json!({"latest": deny_latest_tag(), "labels": required_labels()}))
+    server([("latest", deny_latest_tag()), ("labels", required_labels())])
         .arg("--compile-cache-dir")
         .arg(cache.display().to_string())
 }

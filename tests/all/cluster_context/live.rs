@@ -1,82 +1,27 @@
-//! End to end: context-aware policies reading the cluster cache, filled from a snapshot
-//! file or from a fake Kubernetes API server that speaks the real list/watch protocol.
-//!
-//! Over 450 lines while it waits to become modules of one test binary, as `tests/hostile/`
-//! is (issue 13).
+//! The cache filled by watching a fake API server: changes reach the next evaluation,
+//! readiness waits for the first list, `410 Gone` re-lists, an outage keeps the last
+//! snapshot, lists come in pages, and evaluations never reach the API server.
 
 use std::time::Duration;
 
 use policy_server_e2e::fake_apiserver::{FakeApiServer, INGRESSES, NAMESPACES, SERVICES};
+use policy_server_e2e::policies::{INGRESS, NAMESPACE, SERVICE};
 use policy_server_e2e::requests::review;
-use policy_server_e2e::{Server, ServerBuilder, eventually, wasm};
+use policy_server_e2e::{Policies, Server, eventually};
 use serde_json::{Value, json};
 
-fn builder(policies_yml: String) -> ServerBuilder {
-    ServerBuilder::new(env!("CARGO_BIN_EXE_policy-server"), policies_yml)
-}
-
-const GRANT_NAMESPACES: &str =
-    "  contextAwareResources:\n    - apiVersion: v1\n      kind: Namespace\n";
-const GRANT_INGRESSES: &str =
-    "  contextAwareResources:\n    - apiVersion: networking.k8s.io/v1\n      kind: Ingress\n";
-
-fn service_policy(id: &str, grant: &str) -> String {
-    format!(
-        "{id}:\n  module: {}\n{grant}  settings:\n    namespace_label: services-allowed\n",
-        wasm().service_namespace_label.display()
-    )
-}
-
-fn ingress_policy(id: &str) -> String {
-    format!(
-        "{id}:\n  module: {}\n{GRANT_INGRESSES}",
-        wasm().unique_ingress_host.display()
-    )
-}
-
-/// A policy that rejects with the exact List it got for `resource` as message.
-fn echo_policy(id: &str, resource: &str, grant: &str) -> String {
-    format!(
-        "{id}:\n  module: {}\n{grant}  settings:\n    behaviour: \"echo:{resource}\"\n",
-        wasm().misbehaving.display()
-    )
-}
-
-const GRANT_SERVICES: &str =
-    "  contextAwareResources:\n    - apiVersion: v1\n      kind: Service\n";
-
-fn service(name: &str, namespace: &str) -> Value {
-    json!({"apiVersion": "v1", "kind": "Service",
-           "metadata": {"name": name, "namespace": namespace},
-           "spec": {"ports": [{"port": 80}]}})
-}
-
-fn ingress(name: &str, namespace: &str, host: &str) -> Value {
-    json!({"apiVersion": "networking.k8s.io/v1", "kind": "Ingress",
-           "metadata": {"name": name, "namespace": namespace},
-           "spec": {"rules": [{"host": host}]}})
-}
-
-fn namespace(name: &str, labels: Value) -> Value {
-    json!({"metadata": {"name": name, "labels": labels}})
-}
-
-fn message(response: &Value) -> String {
-    response["status"]["message"]
-        .as_str()
-        .unwrap_or_default()
-        .to_owned()
-}
+use super::{echo_policy, ingress, namespace, service, service_policy};
+use crate::{message, server};
 
 async fn start_live(
     fake: &FakeApiServer,
-    policies: String,
+    policies: impl Into<Policies>,
     extra: &[&str],
 ) -> (Server, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let kubeconfig = dir.path().join("kubeconfig");
     std::fs::write(&kubeconfig, fake.kubeconfig()).unwrap();
-    let mut builder = builder(policies)
+    let mut builder = server(policies)
         .arg("--kubeconfig")
         .arg(kubeconfig.display().to_string());
     for arg in extra {
@@ -91,117 +36,13 @@ async fn wait_ready(server: &Server) {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn policies_read_the_snapshot_file() {
-    let snapshot = policy_server_e2e::build::repo_root().join("examples/cluster-snapshot.yaml");
-    let server = builder(
-        [
-            service_policy("svc", GRANT_NAMESPACES),
-            ingress_policy("hosts"),
-        ]
-        .concat(),
-    )
-    .arg("--cluster-snapshot")
-    .arg(snapshot.display().to_string())
-    .start();
-    let (status, _) = server.get("/readiness").await;
-    assert_eq!(status, 200);
-
-    let allowed = server
-        .validate("svc", &review(service("api", "default")))
-        .await;
-    assert_eq!(allowed["allowed"], true, "{allowed}");
-    let rejected = server
-        .validate("svc", &review(service("api", "team-a")))
-        .await;
-    assert_eq!(
-        message(&rejected),
-        "Services may only be created in namespaces labelled services-allowed; team-a is not"
-    );
-
-    let taken = server
-        .validate(
-            "hosts",
-            &review(ingress("shop-v2", "team-a", "shop.example.com")),
-        )
-        .await;
-    assert_eq!(taken["allowed"], false);
-    assert_eq!(taken["status"]["code"], 409);
-    assert_eq!(
-        message(&taken),
-        "host shop.example.com is already served by ingress default/web"
-    );
-    // Updating the Ingress that owns the host is fine.
-    let own = server
-        .validate(
-            "hosts",
-            &review(ingress("web", "default", "shop.example.com")),
-        )
-        .await;
-    assert_eq!(own["allowed"], true, "{own}");
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn a_policy_without_the_grant_is_denied_by_name() {
-    let snapshot = policy_server_e2e::build::repo_root().join("examples/cluster-snapshot.yaml");
-    let server = builder(
-        [
-            service_policy("granted", GRANT_NAMESPACES),
-            service_policy("ungranted", ""),
-        ]
-        .concat(),
-    )
-    .arg("--cluster-snapshot")
-    .arg(snapshot.display().to_string())
-    .start();
-    let response = server
-        .validate("ungranted", &review(service("api", "default")))
-        .await;
-    assert_eq!(response["allowed"], false);
-    assert!(
-        message(&response).ends_with(
-            "policy 'ungranted' is not allowed to read v1/Namespace: grant it in the policy's contextAwareResources"
-        ),
-        "{response}"
-    );
-    let response = server
-        .validate("granted", &review(service("api", "default")))
-        .await;
-    assert_eq!(response["allowed"], true, "{response}");
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn grants_tolerate_case_differences() {
-    let snapshot = policy_server_e2e::build::repo_root().join("examples/cluster-snapshot.yaml");
-    let grant = "  contextAwareResources:\n    - apiVersion: V1\n      kind: namespace\n";
-    let server = builder(
-        [
-            service_policy("svc", grant),
-            echo_policy("echo", "namespaces", grant),
-        ]
-        .concat(),
-    )
-    .arg("--cluster-snapshot")
-    .arg(snapshot.display().to_string())
-    .start();
-    let response = server
-        .validate("svc", &review(service("api", "default")))
-        .await;
-    assert_eq!(response["allowed"], true, "{response}");
-    // The List is still named as the API server names it.
-    let echoed = server.validate("echo", &review(service("a", "b"))).await;
-    let list: Value = serde_json::from_str(&message(&echoed)).unwrap();
-    assert_eq!(list["apiVersion"], "v1");
-    assert_eq!(list["kind"], "NamespaceList");
-}
-
-#[tokio::test(flavor = "multi_thread")]
 async fn changes_on_the_api_server_reach_the_next_evaluations() {
     let fake = FakeApiServer::start().await;
     fake.apply(
         NAMESPACES,
         namespace("default", json!({"services-allowed": "true"})),
     );
-    let (server, _dir) = start_live(&fake, service_policy("svc", GRANT_NAMESPACES), &[]).await;
+    let (server, _dir) = start_live(&fake, [("svc", service_policy().reads(NAMESPACE))], &[]).await;
     wait_ready(&server).await;
 
     let check = |namespace: &'static str, expected: &'static str| {
@@ -271,7 +112,7 @@ async fn readiness_is_503_until_the_first_list() {
         namespace("default", json!({"services-allowed": "true"})),
     );
     fake.stop();
-    let (server, _dir) = start_live(&fake, service_policy("svc", GRANT_NAMESPACES), &[]).await;
+    let (server, _dir) = start_live(&fake, [("svc", service_policy().reads(NAMESPACE))], &[]).await;
     let (status, body) = server.get("/readiness").await;
     assert_eq!(status, 503, "{body}");
     // Not synced yet: the guest is told the cache is unavailable.
@@ -302,7 +143,7 @@ async fn after_410_gone_the_cache_relists_and_is_right() {
         NAMESPACES,
         namespace("old", json!({"services-allowed": "true"})),
     );
-    let (server, _dir) = start_live(&fake, service_policy("svc", GRANT_NAMESPACES), &[]).await;
+    let (server, _dir) = start_live(&fake, [("svc", service_policy().reads(NAMESPACE))], &[]).await;
     wait_ready(&server).await;
     let lists_before = fake
         .requests()
@@ -349,7 +190,7 @@ async fn while_the_api_server_is_down_the_last_snapshot_is_served() {
     );
     let (server, _dir) = start_live(
         &fake,
-        service_policy("svc", GRANT_NAMESPACES),
+        [("svc", service_policy().reads(NAMESPACE))],
         &["--log-level", "info,policy_server::cache=debug"],
     )
     .await;
@@ -418,7 +259,7 @@ async fn snapshot_file_and_live_cache_answer_byte_equal_lists() {
 
     let (live, _dir) = start_live(
         &fake,
-        echo_policy("echo", "namespaces", GRANT_NAMESPACES),
+        [("echo", echo_policy("namespaces").reads(NAMESPACE))],
         &[],
     )
     .await;
@@ -427,7 +268,7 @@ async fn snapshot_file_and_live_cache_answer_byte_equal_lists() {
     let dir = tempfile::tempdir().unwrap();
     let snapshot = dir.path().join("snapshot.json");
     std::fs::write(&snapshot, fake.list(NAMESPACES).to_string()).unwrap();
-    let from_file = builder(echo_policy("echo", "namespaces", GRANT_NAMESPACES))
+    let from_file = server([("echo", echo_policy("namespaces").reads(NAMESPACE))])
         .arg("--cluster-snapshot")
         .arg(snapshot.display().to_string())
         .start();
@@ -461,10 +302,9 @@ async fn services_and_ingresses_are_served_from_the_cache_without_asking_the_api
     fake.apply(SERVICES, service("db", "data"));
     fake.apply(INGRESSES, ingress("web", "default", "a.example.com"));
     let policies = [
-        echo_policy("services", "services", GRANT_SERVICES),
-        echo_policy("ingresses", "ingresses", GRANT_INGRESSES),
-    ]
-    .concat();
+        ("services", echo_policy("services").reads(SERVICE)),
+        ("ingresses", echo_policy("ingresses").reads(INGRESS)),
+    ];
     let (server, _dir) = start_live(&fake, policies, &[]).await;
     wait_ready(&server).await;
 
@@ -515,7 +355,7 @@ async fn large_collections_are_listed_in_pages_and_arrive_whole() {
     }
     let (server, _dir) = start_live(
         &fake,
-        echo_policy("echo", "namespaces", GRANT_NAMESPACES),
+        [("echo", echo_policy("namespaces").reads(NAMESPACE))],
         &[],
     )
     .await;

@@ -1,6 +1,6 @@
-//! End to end: Kubewarden's `kubewarden/kubernetes/*` host calls (list by namespace, list
-//! all, get, can_i) and their typed twins in `cluster-context@0.2.0`, answered from the
-//! indexed cache. One test binary, a module per topic: `snapshot` (real SDK 0.17 policies
+//! Kubewarden's `kubewarden/kubernetes/*` host calls (list by namespace, list all, get,
+//! can_i) and their typed twins in `cluster-context@0.2.0`, answered from the indexed
+//! cache: `snapshot` (real SDK 0.17 policies
 //! and their component twins, byte-identical answers in both call styles, every refusal,
 //! the README's examples) and `live` (any kind, a custom resource included, discovery at
 //! start-up, the watch, and `can_i` against the API server).
@@ -8,40 +8,30 @@
 mod live;
 mod snapshot;
 
+use std::path::Path;
+
+pub use policy_server_e2e::policies::{NAMESPACE, SERVICE};
 use policy_server_e2e::requests::review;
-use policy_server_e2e::{Server, ServerBuilder, wasm};
+use policy_server_e2e::{Policies, Policy, Server, wasm};
 use serde_json::{Value, json};
 
-pub fn builder(policies_yml: String) -> ServerBuilder {
-    ServerBuilder::new(env!("CARGO_BIN_EXE_policy-server"), policies_yml)
-}
+use crate::server;
 
 /// A policy entry: `module`, the kinds it may read, its settings (as JSON).
-pub fn policy(
-    id: &str,
-    module: &std::path::Path,
+pub fn policy<'a>(
+    id: &'a str,
+    module: &Path,
     grants: &[(&str, &str)],
     settings: Value,
-) -> String {
-    let grants: String = grants
+) -> (&'a str, Policy) {
+    let policy = grants
         .iter()
-        .map(|(api_version, kind)| {
-            format!("    - {{apiVersion: \"{api_version}\", kind: \"{kind}\"}}\n")
-        })
-        .collect();
-    let grants = if grants.is_empty() {
-        String::new()
-    } else {
-        format!("  contextAwareResources:\n{grants}")
-    };
-    format!(
-        "{id}:\n  module: {}\n{grants}  settings: {settings}\n",
-        module.display()
-    )
+        .fold(Policy::new(module).settings(settings), |policy, grant| {
+            policy.reads(*grant)
+        });
+    (id, policy)
 }
 
-pub const NAMESPACE: (&str, &str) = ("v1", "Namespace");
-pub const SERVICE: (&str, &str) = ("v1", "Service");
 pub const WIDGET: (&str, &str) = ("example.com/v1", "Widget");
 
 pub fn namespace(name: &str, labels: Value) -> Value {
@@ -83,9 +73,9 @@ pub fn snapshot(dir: &tempfile::TempDir) -> String {
     path.display().to_string()
 }
 
-pub fn start_on_snapshot(yml: String) -> (Server, tempfile::TempDir) {
+pub fn start_on_snapshot(policies: impl Into<Policies>) -> (Server, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
-    let server = builder(yml)
+    let server = server(policies)
         .arg("--cluster-snapshot")
         .arg(snapshot(&dir))
         .start();
@@ -105,13 +95,18 @@ pub fn verdict(response: &Value) -> (bool, Value, String) {
 
 /// `call:` makes a raw waPC host call; the component makes the typed call. Both reject
 /// with the answer's exact text.
-pub fn legacy_call(id: &str, operation: &str, payload: Value, grants: &[(&str, &str)]) -> String {
+pub fn legacy_call<'a>(
+    id: &'a str,
+    operation: &str,
+    payload: Value,
+    grants: &[(&str, &str)],
+) -> (&'a str, Policy) {
     let settings = json!({"behaviour": format!("call:kubewarden/kubernetes/{operation}"),
                           "payload": payload.to_string()});
     policy(id, &wasm().misbehaving, grants, settings)
 }
 
-pub fn typed_call(id: &str, settings: Value, grants: &[(&str, &str)]) -> String {
+pub fn typed_call<'a>(id: &'a str, settings: Value, grants: &[(&str, &str)]) -> (&'a str, Policy) {
     policy(id, &wasm().misbehaving_component, grants, settings)
 }
 

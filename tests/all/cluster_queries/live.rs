@@ -5,17 +5,17 @@ use policy_server_e2e::requests::review;
 use policy_server_e2e::{Server, eventually, wasm};
 use serde_json::{Value, json};
 
-use crate::*;
+use super::*;
 
 async fn start_live(
     fake: &FakeApiServer,
-    yml: String,
+    policies: impl Into<Policies>,
     extra: &[&str],
 ) -> (Server, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let kubeconfig = dir.path().join("kubeconfig");
     std::fs::write(&kubeconfig, fake.kubeconfig()).unwrap();
-    let mut builder = builder(yml)
+    let mut builder = server(policies)
         .arg("--kubeconfig")
         .arg(kubeconfig.display().to_string());
     for arg in extra {
@@ -37,10 +37,13 @@ async fn a_custom_resource_kind_is_discovered_and_followed() {
     let get = |name: &str| json!({"behaviour": "get", "api_version": "example.com/v1", "kind": "widget", "namespace": "shop", "name": name});
     let yml = [
         typed_call("get-later", get("later"), &[("Example.com/v1", "widget")]),
-        legacy_call("get-first", "get_resource",
-            json!({"api_version": "example.com/v1", "kind": "Widget", "namespace": "shop", "name": "first"}), &[WIDGET]),
-    ]
-    .concat();
+        legacy_call(
+            "get-first",
+            "get_resource",
+            json!({"api_version": "example.com/v1", "kind": "Widget", "namespace": "shop", "name": "first"}),
+            &[WIDGET],
+        ),
+    ];
     let (server, _dir) = start_live(&fake, yml, &[]).await;
     let requests = fake.requests();
     assert!(
@@ -89,7 +92,7 @@ async fn a_kind_the_cluster_does_not_serve_stops_the_start_or_fails_its_reads() 
     let dir = tempfile::tempdir().unwrap();
     let kubeconfig = dir.path().join("kubeconfig");
     std::fs::write(&kubeconfig, fake.kubeconfig()).unwrap();
-    let (status, output) = builder(yml.clone())
+    let (status, output) = server([yml.clone()])
         .arg("--kubeconfig")
         .arg(kubeconfig.display().to_string())
         .start_expecting_failure();
@@ -107,7 +110,7 @@ async fn a_kind_the_cluster_does_not_serve_stops_the_start_or_fails_its_reads() 
         &[NAMESPACE],
     );
     let (server, _dir) =
-        start_live(&fake, [yml, namespaces].concat(), &["--continue-on-errors"]).await;
+        start_live(&fake, [yml.clone(), namespaces], &["--continue-on-errors"]).await;
     let said = answer(&server, "gadgets").await;
     assert!(said.starts_with("unavailable: policy 'gadgets': example.com/v1/Gadget cannot be read: the cluster serves no kind Gadget"), "{said}");
     assert!(
@@ -131,8 +134,7 @@ async fn can_i_asks_the_api_server_and_reuses_recent_answers() {
         typed_call("bob", ask("bob"), &[sar]),
         typed_call("ungranted", ask("alice"), &[NAMESPACE]),
         legacy_call("legacy", "can_i", legacy, &[sar]),
-    ]
-    .concat();
+    ];
     let (server, _dir) = start_live(&fake, yml, &[]).await;
     let alice = answer(&server, "alice").await;
     assert_eq!(alice, "allowed=true denied=false", "{}", server.log());
@@ -178,8 +180,7 @@ async fn services_by_namespace_follow_the_live_cache() {
             &[SERVICE],
             json!({}),
         ),
-    ]
-    .concat();
+    ];
     let (server, _dir) = start_live(&fake, yml, &[]).await;
     let request = review(service("shop", "api", json!({"app": "api"})));
     for id in ["selector", "selector-c"] {

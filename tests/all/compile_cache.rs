@@ -1,0 +1,90 @@
+//! The compile cache: filled by a cold start (compiled and pre-initialized code), used by
+//! the next start, with the same verdicts. Tampering with it is in `hostile`.
+
+use policy_server_e2e::requests::{pod, review};
+use serde_json::{Value, json};
+
+use crate::{deny_latest_tag, required_labels, server};
+
+#[tokio::test]
+async fn the_compile_cache_is_filled_once_and_then_used() {
+    let cache = tempfile::tempdir().unwrap();
+    let policies = [("labels", required_labels()), ("latest", deny_latest_tag())];
+    let start_cached = || {
+        server(policies.clone())
+            .arg("--compile-cache-dir")
+            .arg(cache.path().display().to_string())
+            .start()
+    };
+    let cache_log = |event: &Value| event["message"] == "compile cache";
+    let object = review(pod("web", json!({}), &["nginx:latest"]));
+
+    let mut cold = start_cached();
+    let logged = cold.wait_for_log(cache_log).await;
+    // Each module is compiled to run its start-up, then as the pre-initialized snapshot.
+    assert_eq!(
+        (logged["hits"].as_u64(), logged["misses"].as_u64()),
+        (Some(0), Some(4)),
+        "{logged}"
+    );
+    for module in ["required_labels.wasm", "deny_latest_tag.wasm"] {
+        let compiled = cold
+            .wait_for_log(|event| {
+                event["message"] == "compiled"
+                    && event["module"]
+                        .as_str()
+                        .is_some_and(|m| m.ends_with(module))
+            })
+            .await;
+        assert_eq!(compiled["pre_initialized"], true, "{compiled}");
+    }
+    assert_eq!(cold.validate("labels", &object).await["allowed"], false);
+    assert!(cold.terminate().success());
+    let files = walk(cache.path());
+    assert!(
+        !files.is_empty(),
+        "nothing was written to the compile cache"
+    );
+    let snapshots = files
+        .iter()
+        .filter(|file| {
+            file.parent()
+                .is_some_and(|dir| dir.ends_with("pre-initialized"))
+        })
+        .count();
+    assert_eq!(
+        snapshots, 2,
+        "one pre-initialized snapshot per module: {files:?}"
+    );
+
+    let warm = start_cached();
+    let logged = warm.wait_for_log(cache_log).await;
+    assert_eq!(
+        (logged["hits"].as_u64(), logged["misses"].as_u64()),
+        (Some(2), Some(0)),
+        "{logged}"
+    );
+    // Same verdicts from the cached code.
+    assert_eq!(warm.validate("labels", &object).await["allowed"], false);
+    let accepted = warm
+        .validate(
+            "latest",
+            &review(pod("web", json!({"team": "a"}), &["nginx:1.27"])),
+        )
+        .await;
+    assert_eq!(accepted["allowed"], true, "{accepted}");
+}
+
+/// Every file under `dir`.
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap().map(Result::unwrap) {
+        let path = entry.path();
+        if path.is_dir() {
+            files.extend(walk(&path));
+        } else {
+            files.push(path);
+        }
+    }
+    files
+}

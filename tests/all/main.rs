@@ -1,0 +1,92 @@
+//! End to end: the real server binary, real policies built from this repository, real
+//! AdmissionReviews over real sockets (HTTPS unless a test says otherwise), and for the
+//! cluster a fake API server that speaks the real list/watch protocol.
+//!
+//! One test binary, linked once, with a module per topic (as wasmtime's `tests/all/`):
+//! `cargo test -p policy-server --test all <module>::` runs one topic.
+//!
+//! - `verdicts`: what policies answer, as Kubewarden's semantics shape it;
+//! - `configuration`: policies.yml and flags the server refuses, or serves around;
+//! - `containment`: policies that trap, loop, grab memory or break the ABI;
+//! - `endpoints`: the HTTP surface (bad requests, audit, raw, probes, noop, TLS);
+//! - `compile_cache`: compiled policies reused across starts;
+//! - `cluster_context`: the cache, from a snapshot file or a live (fake) API server;
+//! - `cluster_queries`: Kubewarden's host calls and their typed twins, any kind;
+//! - `components`: WIT components beside their legacy waPC twins;
+//! - `hostile`: clients and policies that try to take the server down.
+
+mod cluster_context;
+mod cluster_queries;
+mod compile_cache;
+mod components;
+mod configuration;
+mod containment;
+mod endpoints;
+mod hostile;
+mod verdicts;
+
+use policy_server_e2e::requests::{pod, review};
+use policy_server_e2e::{Policies, Policy, ServerBuilder, wasm};
+use serde_json::{Value, json};
+
+/// A server for `policies`: `server([("id", policy), ...])`.
+fn server(policies: impl Into<Policies>) -> ServerBuilder {
+    server_for_yaml(policies.into().to_yaml())
+}
+
+/// A server for a policies.yml taken as written: for what typed values cannot say.
+fn server_for_yaml(policies_yml: impl Into<String>) -> ServerBuilder {
+    ServerBuilder::new(env!("CARGO_BIN_EXE_policy-server"), policies_yml)
+}
+
+/// A server for `policies` with four workers, so a looping policy leaves room for others.
+fn start(policies: impl Into<Policies>) -> policy_server_e2e::Server {
+    server(policies).arg("--workers").arg("4").start()
+}
+
+/// kubewarden-policy-sdk, validating: pods need the label `team`.
+fn required_labels() -> Policy {
+    Policy::new(&wasm().required_labels).settings(json!({"required_labels": ["team"]}))
+}
+
+/// kubewarden-policy-sdk, mutating: adds `team` and a non-ASCII `tier` label.
+fn default_labels() -> Policy {
+    Policy::new(&wasm().default_labels)
+        .settings(json!({"labels": {"team": "unassigned", "tier": "ünïcode-☃"}}))
+}
+
+/// Plain wapc-guest, validating: images must pin a tag other than `latest`.
+fn deny_latest_tag() -> Policy {
+    Policy::new(&wasm().deny_latest_tag)
+}
+
+/// The test-only waPC policy that misbehaves as `behaviour` says.
+fn misbehaving(behaviour: &str) -> Policy {
+    Policy::new(&wasm().misbehaving).settings(json!({"behaviour": behaviour}))
+}
+
+/// The test-only component that misbehaves as `behaviour` says.
+fn misbehaving_component(behaviour: &str) -> Policy {
+    Policy::new(&wasm().misbehaving_component).settings(json!({"behaviour": behaviour}))
+}
+
+/// A review of a pod that every policy here accepts.
+fn pinned_pod() -> Value {
+    review(pod("web", json!({"team": "a"}), &["nginx:1.27"]))
+}
+
+/// The message of a rejection (empty if there is none).
+fn message(response: &Value) -> String {
+    response["status"]["message"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned()
+}
+
+/// The cluster snapshot the examples ship.
+fn example_snapshot() -> String {
+    policy_server_e2e::build::repo_root()
+        .join("examples/cluster-snapshot.yaml")
+        .display()
+        .to_string()
+}
