@@ -10,7 +10,9 @@ use policy_server_e2e::requests::review;
 use policy_server_e2e::{Policies, Policy, eventually, wasm};
 use serde_json::{Value, json};
 
-use crate::{default_labels, example_snapshot, misbehaving, misbehaving_component, server};
+use crate::{
+    default_labels, example_snapshot, misbehaving, misbehaving_component, server, start_live,
+};
 
 fn twin(module: &Path) -> Policy {
     Policy::new(module).settings(json!({"namespace_label": "services-allowed"}))
@@ -113,13 +115,7 @@ async fn both_styles_follow_the_live_cache() {
         NAMESPACES,
         json!({"metadata": {"name": "default", "labels": {"services-allowed": "1"}}}),
     );
-    let dir = tempfile::tempdir().unwrap();
-    let kubeconfig = dir.path().join("kubeconfig");
-    std::fs::write(&kubeconfig, fake.kubeconfig()).unwrap();
-    let builder = server(twins(Some(NAMESPACE)))
-        .arg("--kubeconfig")
-        .arg(kubeconfig.display().to_string());
-    let server = tokio::task::block_in_place(|| builder.start());
+    let server = start_live(&fake, twins(Some(NAMESPACE)), &[]);
 
     fake.apply(
         NAMESPACES,

@@ -25,6 +25,7 @@ mod endpoints;
 mod hostile;
 mod verdicts;
 
+use policy_server_e2e::fake_apiserver::FakeApiServer;
 use policy_server_e2e::requests::{pod, review};
 use policy_server_e2e::{Policies, Policy, ServerBuilder, wasm};
 use serde_json::{Value, json};
@@ -42,6 +43,19 @@ fn server_for_yaml(policies_yml: impl Into<String>) -> ServerBuilder {
 /// A server for `policies` with four workers, so a looping policy leaves room for others.
 fn start(policies: impl Into<Policies>) -> policy_server_e2e::Server {
     server(policies).arg("--workers").arg("4").start()
+}
+
+/// A server reading the cluster from `fake`, with `extra` flags; not waiting until it is
+/// ready (a test may check that it is not).
+fn start_live(
+    fake: &FakeApiServer,
+    policies: impl Into<Policies>,
+    extra: &[&str],
+) -> policy_server_e2e::Server {
+    let builder = server(policies)
+        .kubeconfig(fake.kubeconfig())
+        .args(extra.iter().copied());
+    tokio::task::block_in_place(|| builder.start())
 }
 
 /// kubewarden-policy-sdk, validating: pods need the label `team`.

@@ -54,6 +54,7 @@ pub struct ServerBuilder {
     args: Vec<String>,
     tls: bool,
     text_log: bool,
+    kubeconfig: Option<String>,
 }
 
 impl ServerBuilder {
@@ -65,11 +66,23 @@ impl ServerBuilder {
             args: Vec::new(),
             tls: true,
             text_log: false,
+            kubeconfig: None,
         }
     }
 
     pub fn arg(mut self, arg: impl Into<String>) -> Self {
         self.args.push(arg.into());
+        self
+    }
+
+    pub fn args<S: Into<String>>(mut self, args: impl IntoIterator<Item = S>) -> Self {
+        self.args.extend(args.into_iter().map(Into::into));
+        self
+    }
+
+    /// Reads the cluster through this kubeconfig (written next to policies.yml).
+    pub fn kubeconfig(mut self, kubeconfig: String) -> Self {
+        self.kubeconfig = Some(kubeconfig);
         self
     }
 
@@ -138,6 +151,11 @@ impl ServerBuilder {
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
+        if let Some(kubeconfig) = &self.kubeconfig {
+            let path = dir.path().join("kubeconfig");
+            std::fs::write(&path, kubeconfig).unwrap();
+            command.arg("--kubeconfig").arg(path);
+        }
         let certs = self.tls.then(|| TestCerts::generate(dir.path()));
         if let Some(certs) = &certs {
             command.arg("--cert-file").arg(&certs.cert_file);

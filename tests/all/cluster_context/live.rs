@@ -7,29 +7,11 @@ use std::time::Duration;
 use policy_server_e2e::fake_apiserver::{FakeApiServer, INGRESSES, NAMESPACES, SERVICES};
 use policy_server_e2e::policies::{INGRESS, NAMESPACE, SERVICE};
 use policy_server_e2e::requests::review;
-use policy_server_e2e::{Policies, Server, eventually};
+use policy_server_e2e::{Server, eventually};
 use serde_json::{Value, json};
 
 use super::{echo_policy, ingress, namespace, service, service_policy};
-use crate::{message, server};
-
-async fn start_live(
-    fake: &FakeApiServer,
-    policies: impl Into<Policies>,
-    extra: &[&str],
-) -> (Server, tempfile::TempDir) {
-    let dir = tempfile::tempdir().unwrap();
-    let kubeconfig = dir.path().join("kubeconfig");
-    std::fs::write(&kubeconfig, fake.kubeconfig()).unwrap();
-    let mut builder = server(policies)
-        .arg("--kubeconfig")
-        .arg(kubeconfig.display().to_string());
-    for arg in extra {
-        builder = builder.arg(*arg);
-    }
-    let server = tokio::task::block_in_place(|| builder.start());
-    (server, dir)
-}
+use crate::{message, server, start_live};
 
 async fn wait_ready(server: &Server) {
     server.wait_ready(Duration::from_secs(20)).await;
@@ -42,7 +24,7 @@ async fn changes_on_the_api_server_reach_the_next_evaluations() {
         NAMESPACES,
         namespace("default", json!({"services-allowed": "true"})),
     );
-    let (server, _dir) = start_live(&fake, [("svc", service_policy().reads(NAMESPACE))], &[]).await;
+    let server = start_live(&fake, [("svc", service_policy().reads(NAMESPACE))], &[]);
     wait_ready(&server).await;
 
     let check = |namespace: &'static str, expected: &'static str| {
@@ -112,7 +94,7 @@ async fn readiness_is_503_until_the_first_list() {
         namespace("default", json!({"services-allowed": "true"})),
     );
     fake.stop();
-    let (server, _dir) = start_live(&fake, [("svc", service_policy().reads(NAMESPACE))], &[]).await;
+    let server = start_live(&fake, [("svc", service_policy().reads(NAMESPACE))], &[]);
     let (status, body) = server.get("/readiness").await;
     assert_eq!(status, 503, "{body}");
     // Not synced yet: the guest is told the cache is unavailable.
@@ -143,7 +125,7 @@ async fn after_410_gone_the_cache_relists_and_is_right() {
         NAMESPACES,
         namespace("old", json!({"services-allowed": "true"})),
     );
-    let (server, _dir) = start_live(&fake, [("svc", service_policy().reads(NAMESPACE))], &[]).await;
+    let server = start_live(&fake, [("svc", service_policy().reads(NAMESPACE))], &[]);
     wait_ready(&server).await;
     let lists_before = fake
         .requests()
@@ -188,12 +170,11 @@ async fn while_the_api_server_is_down_the_last_snapshot_is_served() {
         NAMESPACES,
         namespace("default", json!({"services-allowed": "true"})),
     );
-    let (server, _dir) = start_live(
+    let server = start_live(
         &fake,
         [("svc", service_policy().reads(NAMESPACE))],
         &["--log-level", "info,policy_server::cache=debug"],
-    )
-    .await;
+    );
     wait_ready(&server).await;
 
     fake.stop();
@@ -257,12 +238,11 @@ async fn snapshot_file_and_live_cache_answer_byte_equal_lists() {
     fake.apply(SERVICES, service("web", "default"));
     fake.apply(INGRESSES, ingress("web", "default", "a.example.com"));
 
-    let (live, _dir) = start_live(
+    let live = start_live(
         &fake,
         [("echo", echo_policy("namespaces").reads(NAMESPACE))],
         &[],
-    )
-    .await;
+    );
     wait_ready(&live).await;
 
     let dir = tempfile::tempdir().unwrap();
@@ -305,7 +285,7 @@ async fn services_and_ingresses_are_served_from_the_cache_without_asking_the_api
         ("services", echo_policy("services").reads(SERVICE)),
         ("ingresses", echo_policy("ingresses").reads(INGRESS)),
     ];
-    let (server, _dir) = start_live(&fake, policies, &[]).await;
+    let server = start_live(&fake, policies, &[]);
     wait_ready(&server).await;
 
     let requests_before = fake.requests().len();
@@ -353,12 +333,11 @@ async fn large_collections_are_listed_in_pages_and_arrive_whole() {
     for i in 0..1_203 {
         fake.apply(NAMESPACES, namespace(&format!("team-{i:04}"), json!({})));
     }
-    let (server, _dir) = start_live(
+    let server = start_live(
         &fake,
         [("echo", echo_policy("namespaces").reads(NAMESPACE))],
         &[],
-    )
-    .await;
+    );
     wait_ready(&server).await;
 
     let list: Value = serde_json::from_str(&message(

@@ -2,29 +2,12 @@
 
 use policy_server_e2e::fake_apiserver::{FakeApiServer, NAMESPACES, SERVICES, WIDGETS};
 use policy_server_e2e::requests::review;
-use policy_server_e2e::{Server, eventually, wasm};
+use policy_server_e2e::{eventually, wasm};
 use serde_json::{Value, json};
 
-use super::*;
+use std::time::Duration;
 
-async fn start_live(
-    fake: &FakeApiServer,
-    policies: impl Into<Policies>,
-    extra: &[&str],
-) -> (Server, tempfile::TempDir) {
-    let dir = tempfile::tempdir().unwrap();
-    let kubeconfig = dir.path().join("kubeconfig");
-    std::fs::write(&kubeconfig, fake.kubeconfig()).unwrap();
-    let mut builder = server(policies)
-        .arg("--kubeconfig")
-        .arg(kubeconfig.display().to_string());
-    for arg in extra {
-        builder = builder.arg(*arg);
-    }
-    let server = tokio::task::block_in_place(|| builder.start());
-    server.wait_ready(std::time::Duration::from_secs(20)).await;
-    (server, dir)
-}
+use super::*;
 
 fn widget(namespace: &str, name: &str, size: u32) -> Value {
     json!({"metadata": {"name": name, "namespace": namespace}, "spec": {"size": size}})
@@ -44,7 +27,8 @@ async fn a_custom_resource_kind_is_discovered_and_followed() {
             &[WIDGET],
         ),
     ];
-    let (server, _dir) = start_live(&fake, yml, &[]).await;
+    let server = start_live(&fake, yml, &[]);
+    server.wait_ready(Duration::from_secs(20)).await;
     let requests = fake.requests();
     assert!(
         requests.iter().any(|r| r == "GET /apis/example.com/v1"),
@@ -89,12 +73,8 @@ async fn a_kind_the_cluster_does_not_serve_stops_the_start_or_fails_its_reads() 
         json!({"behaviour": "list", "api_version": "example.com/v1", "kind": "Gadget"}),
         &[gadgets],
     );
-    let dir = tempfile::tempdir().unwrap();
-    let kubeconfig = dir.path().join("kubeconfig");
-    std::fs::write(&kubeconfig, fake.kubeconfig()).unwrap();
     let (status, output) = server([yml.clone()])
-        .arg("--kubeconfig")
-        .arg(kubeconfig.display().to_string())
+        .kubeconfig(fake.kubeconfig())
         .start_expecting_failure();
     assert!(!status.success());
     assert!(
@@ -109,8 +89,8 @@ async fn a_kind_the_cluster_does_not_serve_stops_the_start_or_fails_its_reads() 
         json!({"behaviour": "list", "api_version": "v1", "kind": "Namespace"}),
         &[NAMESPACE],
     );
-    let (server, _dir) =
-        start_live(&fake, [yml.clone(), namespaces], &["--continue-on-errors"]).await;
+    let server = start_live(&fake, [yml.clone(), namespaces], &["--continue-on-errors"]);
+    server.wait_ready(Duration::from_secs(20)).await;
     let said = answer(&server, "gadgets").await;
     assert!(said.starts_with("unavailable: policy 'gadgets': example.com/v1/Gadget cannot be read: the cluster serves no kind Gadget"), "{said}");
     assert!(
@@ -135,7 +115,8 @@ async fn can_i_asks_the_api_server_and_reuses_recent_answers() {
         typed_call("ungranted", ask("alice"), &[NAMESPACE]),
         legacy_call("legacy", "can_i", legacy, &[sar]),
     ];
-    let (server, _dir) = start_live(&fake, yml, &[]).await;
+    let server = start_live(&fake, yml, &[]);
+    server.wait_ready(Duration::from_secs(20)).await;
     let alice = answer(&server, "alice").await;
     assert_eq!(alice, "allowed=true denied=false", "{}", server.log());
     assert_eq!(answer(&server, "bob").await, "allowed=false denied=false");
@@ -181,7 +162,8 @@ async fn services_by_namespace_follow_the_live_cache() {
             json!({}),
         ),
     ];
-    let (server, _dir) = start_live(&fake, yml, &[]).await;
+    let server = start_live(&fake, yml, &[]);
+    server.wait_ready(Duration::from_secs(20)).await;
     let request = review(service("shop", "api", json!({"app": "api"})));
     for id in ["selector", "selector-c"] {
         assert_eq!(server.validate(id, &request).await["allowed"], true);

@@ -15,7 +15,7 @@ use policy_server_e2e::requests::review;
 use policy_server_e2e::{Policies, Policy, Server, wasm};
 use serde_json::{Value, json};
 
-use crate::server;
+use crate::{server, start_live};
 
 /// A policy entry: `module`, the kinds it may read, its settings (as JSON).
 pub fn policy<'a>(
