@@ -7,6 +7,9 @@
 //! resource kind among them, and answers SubjectAccessReviews (`can_i`) from a list of
 //! allowed users.
 //! It can be stopped and restarted on the same port; its objects survive the restart.
+//!
+//! Over 400 lines on purpose: one protocol (store, paging, watch streams, compaction,
+//! discovery), whose parts share the store's resourceVersion.
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;

@@ -1,6 +1,9 @@
 //! Label selectors: the grammar of `labels.Parse` in k8s.io/apimachinery, equality- and
 //! set-based (`=`, `==`, `!=`, `in`, `notin`, `key`, `!key`, and the integer `>`, `<`),
 //! with its key and value validation and its matching rules.
+//!
+//! Over 400 lines on purpose: one grammar, kept whole so it reads side by side with
+//! apimachinery's `labels/selector.go`, which it follows.
 
 use std::collections::BTreeSet;
 

@@ -9,6 +9,9 @@
 //!   previous snapshot. A whole list builds every block once.
 //! - Selectors read an item's key (field selectors) and the labels' place in its text
 //!   (label selectors), never the whole object.
+//!
+//! Over 400 lines on purpose: the block layout, the lookups that rely on it and the
+//! incremental rebuild that keeps it are one invariant, read best in one place.
 
 mod labels;
 

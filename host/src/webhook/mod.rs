@@ -1,6 +1,7 @@
 //! The HTTP(S) side: routes, error answers, connection limits, and the server loop with
 //! graceful shutdown. Nothing below this module knows about HTTP.
 
+mod body;
 mod connection;
 mod limits;
 mod routes;

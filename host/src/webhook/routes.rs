@@ -5,14 +5,15 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use guest_adapter::untrusted;
-use http_body_util::{BodyExt, Full};
+use http_body_util::Full;
 use hyper::body::Incoming;
-use hyper::header::{CONNECTION, CONTENT_LENGTH, CONTENT_TYPE, HeaderValue};
+use hyper::header::{CONNECTION, CONTENT_TYPE, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
 use serde::Serialize;
 
+use super::body::{BodyError, read_body};
 use super::limits::{BodyBudget, BodyReservation, ServerLimits, request_deadline};
 use crate::admission::{AdmissionResponse, IncomingReview, OutgoingReview};
 use crate::cache::ClusterState;
@@ -99,6 +100,18 @@ impl ApiError {
             status,
             message: message.into(),
         }
+    }
+}
+
+impl From<BodyError> for ApiError {
+    fn from(error: BodyError) -> Self {
+        let status = match error {
+            BodyError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            BodyError::BudgetSpent(_) => StatusCode::SERVICE_UNAVAILABLE,
+            BodyError::Unreadable(_) => StatusCode::BAD_REQUEST,
+            BodyError::TimedOut => StatusCode::REQUEST_TIMEOUT,
+        };
+        Self::new(status, error.to_string())
     }
 }
 
@@ -259,7 +272,13 @@ async fn read_review(
     deadline: Instant,
 ) -> Result<(IncomingReview, BodyReservation), ApiError> {
     let body_deadline = deadline.min(Instant::now() + state.limits.body_timeout);
-    let (body, reservation) = read_body(state, request, body_deadline).await?;
+    let (body, reservation) = read_body(
+        request,
+        state.limits.max_body_bytes,
+        &state.body_budget,
+        body_deadline,
+    )
+    .await?;
     let review = IncomingReview::parse(&body)
         .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, format!("invalid request: {e}")))?;
     Ok((review, reservation))
@@ -279,116 +298,6 @@ fn probe(method: &Method, healthy: bool) -> Result<Response<Full<Bytes>>, ApiErr
         ))
     } else {
         Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "not ready"))
-    }
-}
-
-/// Reads the whole body by `deadline`, within the server's budget of body bytes in
-/// flight; refused early when it is declared or turns out larger than the limit.
-async fn read_body(
-    state: &AppState,
-    request: Request<Incoming>,
-    deadline: Instant,
-) -> Result<(Bytes, BodyReservation), ApiError> {
-    let limit = state.limits.max_body_bytes;
-    let too_large = || {
-        ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            format!("request body is larger than the limit of {limit} bytes"),
-        )
-    };
-    let spent = |err: super::limits::BudgetSpent| {
-        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, err.to_string())
-    };
-    let declared = request
-        .headers()
-        .get(CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|len| len > limit as u64) {
-        return Err(too_large());
-    }
-    // Bytes are copied into segments of at most 64 KiB as they arrive, and the budget is
-    // charged each segment's whole capacity: what is counted is what is held, whatever
-    // the client claims it will send and however finely it chops its body. No frame of
-    // hyper's is kept (a kept frame pins its read buffer), and a body is joined once, at
-    // the end, only if it spans several segments.
-    let mut reservation = state.body_budget.reservation();
-    let expected = declared.map(|len| len as usize);
-    let mut segments = BodySegments::default();
-    let mut body = request.into_body();
-    let read_all = async {
-        while let Some(frame) = body.frame().await {
-            let frame = frame.map_err(|err| {
-                ApiError::new(
-                    StatusCode::BAD_REQUEST,
-                    format!("cannot read the request body: {err}"),
-                )
-            })?;
-            let Ok(mut data) = frame.into_data() else {
-                continue;
-            };
-            if segments.len + data.len() > limit {
-                return Err(too_large());
-            }
-            while !data.is_empty() {
-                if segments.current.capacity() == segments.current.len() {
-                    // Sized to what is left of a declared length; whole without one.
-                    let capacity = expected.map_or(SEGMENT_BYTES, |expected| {
-                        expected
-                            .saturating_sub(segments.len)
-                            .clamp(1, SEGMENT_BYTES)
-                    });
-                    reservation.grow(capacity).map_err(spent)?;
-                    segments.start(capacity);
-                }
-                let room = segments.current.capacity() - segments.current.len();
-                let part = data.split_to(room.min(data.len()));
-                segments.current.extend_from_slice(&part);
-                segments.len += part.len();
-            }
-        }
-        Ok(())
-    };
-    let outcome = tokio::time::timeout_at(deadline.into(), read_all).await;
-    match outcome {
-        Ok(Ok(())) => Ok((segments.join(), reservation)),
-        Ok(Err(err)) => Err(err),
-        Err(_) => Err(ApiError::new(
-            StatusCode::REQUEST_TIMEOUT,
-            "the request body did not arrive in time",
-        )),
-    }
-}
-
-/// Largest piece a body is read into.
-const SEGMENT_BYTES: usize = 64 << 10;
-
-/// A body as it arrives: full segments, and the one being filled.
-#[derive(Default)]
-struct BodySegments {
-    full: Vec<Bytes>,
-    current: BytesMut,
-    len: usize,
-}
-
-impl BodySegments {
-    fn start(&mut self, capacity: usize) {
-        let full = std::mem::replace(&mut self.current, BytesMut::with_capacity(capacity));
-        if !full.is_empty() {
-            self.full.push(full.freeze());
-        }
-    }
-
-    fn join(mut self) -> Bytes {
-        if self.full.is_empty() {
-            return self.current.freeze();
-        }
-        self.start(0);
-        let mut joined = BytesMut::with_capacity(self.len);
-        self.full
-            .iter()
-            .for_each(|segment| joined.extend_from_slice(segment));
-        joined.freeze()
     }
 }
 
