@@ -20,23 +20,31 @@ async fn the_compile_cache_is_filled_once_and_then_used() {
     let object = review(pod("web", json!({}), &["nginx:latest"]));
 
     let mut cold = start_cached();
+    // Each module is compiled once before the server is ready (running start-up in
+    // every instance), then, in the background, as the pre-initialized snapshot.
     let logged = cold.wait_for_log(cache_log).await;
-    // Each module is compiled to run its start-up, then as the pre-initialized snapshot.
     assert_eq!(
         (logged["hits"].as_u64(), logged["misses"].as_u64()),
         (Some(0), Some(4)),
         "{logged}"
     );
+    let module_event = |message: &'static str, module: &'static str| {
+        move |event: &Value| {
+            event["message"] == message
+                && event["module"]
+                    .as_str()
+                    .is_some_and(|m| m.ends_with(module))
+        }
+    };
     for module in ["required_labels.wasm", "deny_latest_tag.wasm"] {
-        let compiled = cold
-            .wait_for_log(|event| {
-                event["message"] == "compiled"
-                    && event["module"]
-                        .as_str()
-                        .is_some_and(|m| m.ends_with(module))
-            })
-            .await;
-        assert_eq!(compiled["pre_initialized"], true, "{compiled}");
+        let compiled = cold.wait_for_log(module_event("compiled", module)).await;
+        assert_eq!(
+            (&compiled["pre_initialized"], &compiled["upgrading"]),
+            (&json!(false), &json!(true)),
+            "{compiled}"
+        );
+        let upgraded = cold.wait_for_log(module_event("upgraded", module)).await;
+        assert_eq!(upgraded["pre_initialized"], true, "{upgraded}");
     }
     assert_eq!(cold.validate("labels", &object).await["allowed"], false);
     assert!(cold.terminate().success());
@@ -64,6 +72,15 @@ async fn the_compile_cache_is_filled_once_and_then_used() {
         (Some(2), Some(0)),
         "{logged}"
     );
+    // Ready on the stored snapshots: nothing left to upgrade.
+    for module in ["required_labels.wasm", "deny_latest_tag.wasm"] {
+        let compiled = warm.wait_for_log(module_event("compiled", module)).await;
+        assert_eq!(
+            (&compiled["pre_initialized"], &compiled["upgrading"]),
+            (&json!(true), &json!(false)),
+            "{compiled}"
+        );
+    }
     // Same verdicts from the cached code.
     assert_eq!(warm.validate("labels", &object).await["allowed"], false);
     let accepted = warm

@@ -176,7 +176,7 @@ pub fn run(report: &mut Report, scale: &Scale) -> anyhow::Result<()> {
 /// and a fresh instance made and dropped without a call (the engine's share of the
 /// difference: what remains is what the guest's first call costs more than a later one).
 fn measure_legacy(runtime: &Runtime, case: &Case, scale: &Scale) -> anyhow::Result<[Stats; 3]> {
-    let module = WapcModule::compile(runtime, &std::fs::read(&case.wasm)?)?;
+    let module = WapcModule::compile(runtime, &std::fs::read(&case.wasm)?)?.finish(runtime);
     let payload =
         Bytes::from(json!({"request": case.request, "settings": case.settings}).to_string());
     let check = module.call(

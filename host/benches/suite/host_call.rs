@@ -97,7 +97,8 @@ fn whole_lists(
     let legacy = WapcModule::compile(
         runtime,
         &wat::parse_str(legacy_guest("kubernetes", "namespaces", "list", ""))?,
-    )?;
+    )?
+    .finish(runtime);
     let mut table = Table::new(
         "host_call",
         "One whole-list call against a plain copy of its bytes (µs per call)",
@@ -164,7 +165,7 @@ fn lookups(
     let list_payload = json!({"api_version": "v1", "kind": "Service", "namespace": target});
     let legacy = |operation: &str, payload: &Value| -> anyhow::Result<WapcModule> {
         let wat = legacy_guest("kubewarden", "kubernetes", operation, &payload.to_string());
-        WapcModule::compile(runtime, &wat::parse_str(wat)?)
+        Ok(WapcModule::compile(runtime, &wat::parse_str(wat)?)?.finish(runtime))
     };
     let get_guest = legacy("get_resource", &get_payload)?;
     let list_guest = legacy("list_resources_by_namespace", &list_payload)?;

@@ -14,7 +14,7 @@ use crate::config::{PoliciesFile, PolicyConfig};
 use crate::runtime::component::ComponentModule;
 use crate::runtime::metadata::{self, BinaryKind, ExecutionMode};
 use crate::runtime::wapc::WapcModule;
-use crate::runtime::{GuestCall, PolicyGuest, Runtime};
+use crate::runtime::{FirstCompile, GuestCall, PendingUpgrade, PolicyGuest, Runtime, Swappable};
 use crate::throttle::LogThrottle;
 
 #[derive(Debug, Clone)]
@@ -26,6 +26,13 @@ pub struct LoadOptions {
     pub continue_on_errors: bool,
 }
 
+/// The policies of a file, ready to serve, and the upgrades of their modules that are
+/// left to run (see [`crate::runtime::upgrade_in_background`]).
+pub struct LoadedPolicies {
+    pub policies: HashMap<String, Arc<Policy>>,
+    pub upgrades: Vec<PendingUpgrade>,
+}
+
 /// Loads every policy of `file`. Fails on the first broken policy unless
 /// `continue_on_errors` is set.
 pub fn load_policies(
@@ -34,8 +41,8 @@ pub fn load_policies(
     cache: Arc<dyn ClusterCache>,
     reviewer: Option<Arc<dyn AccessReviewer>>,
     options: &LoadOptions,
-) -> anyhow::Result<HashMap<String, Arc<Policy>>> {
-    let mut modules: HashMap<PathBuf, Arc<dyn PolicyGuest>> = HashMap::new();
+) -> anyhow::Result<LoadedPolicies> {
+    let mut modules = Modules::default();
     let mut policies = HashMap::new();
     for (id, config) in &file.policies {
         let timeout = config.timeout().unwrap_or(options.default_timeout);
@@ -78,7 +85,17 @@ pub fn load_policies(
         };
         policies.insert(id.clone(), Arc::new(policy));
     }
-    Ok(policies)
+    Ok(LoadedPolicies {
+        policies,
+        upgrades: modules.upgrades,
+    })
+}
+
+/// Modules compiled so far, by canonical path, and their upgrades still to run.
+#[derive(Default)]
+struct Modules {
+    compiled: HashMap<PathBuf, Arc<dyn PolicyGuest>>,
+    upgrades: Vec<PendingUpgrade>,
 }
 
 /// Reads, checks and compiles the module of a policy, or reuses it if another policy
@@ -87,13 +104,13 @@ fn load_module(
     config: &PolicyConfig,
     file: &PoliciesFile,
     runtime: &Runtime,
-    modules: &mut HashMap<PathBuf, Arc<dyn PolicyGuest>>,
+    modules: &mut Modules,
 ) -> anyhow::Result<Arc<dyn PolicyGuest>> {
     let path = config.module_path(&file.dir)?;
     let path = path
         .canonicalize()
         .with_context(|| format!("cannot read module {}", path.display()))?;
-    let module = match modules.get(&path) {
+    let module = match modules.compiled.get(&path) {
         Some(module) => module.clone(),
         None => {
             let bytes = std::fs::read(&path)
@@ -115,20 +132,33 @@ fn load_module(
             // the module.
             let span = tracing::info_span!("compile", module = %path.display()).entered();
             // A component is told from a core module by its bytes: no field in policies.yml.
-            let module: Arc<dyn PolicyGuest> = match kind {
-                BinaryKind::CoreModule => Arc::new(
-                    WapcModule::compile(runtime, &bytes)
-                        .with_context(|| format!("cannot compile module {}", path.display()))?,
-                ),
-                BinaryKind::Component => Arc::new(
+            let first = match kind {
+                BinaryKind::CoreModule => WapcModule::compile(runtime, &bytes)
+                    .with_context(|| format!("cannot compile module {}", path.display()))?
+                    .into_dyn(),
+                BinaryKind::Component => FirstCompile::done(
                     ComponentModule::compile(runtime, &bytes)
                         .with_context(|| format!("cannot compile component {}", path.display()))?,
-                ),
+                )
+                .into_dyn(),
             };
             drop(span);
-            let pre_initialized = module.is_pre_initialized();
-            tracing::info!(module = %path.display(), elapsed = ?started.elapsed(), pre_initialized, "compiled");
-            modules.insert(path, module.clone());
+            let pre_initialized = first.guest.is_pre_initialized();
+            let upgrading = first.upgrade.is_some();
+            tracing::info!(module = %path.display(), elapsed = ?started.elapsed(), pre_initialized, upgrading, "compiled");
+            let module = match first.upgrade {
+                Some(work) => {
+                    let swappable = Arc::new(Swappable::new(first.guest));
+                    modules.upgrades.push(PendingUpgrade {
+                        module: path.display().to_string(),
+                        target: swappable.clone(),
+                        work,
+                    });
+                    swappable as Arc<dyn PolicyGuest>
+                }
+                None => first.guest,
+            };
+            modules.compiled.insert(path, module.clone());
             module
         }
     };

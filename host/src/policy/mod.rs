@@ -17,7 +17,7 @@ pub use crate::config::PolicyMode;
 pub use crate::runtime::{GuestVerdict, SettingsVerdict};
 pub use decision::{Endpoint, decide};
 pub use evaluator::{DEFAULT_QUEUED_PER_WORKER, Evaluator, Unavailable, WorkerLimits};
-pub use loader::{LoadOptions, load_policies};
+pub use loader::{LoadOptions, LoadedPolicies, load_policies};
 pub use scheduler::QueueFull;
 
 use crate::runtime::{EvalError, GuestCall, PolicyGuest, Runtime};

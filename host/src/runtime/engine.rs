@@ -189,6 +189,13 @@ impl Runtime {
         }
     }
 
+    /// Logs how many compilations the compile cache answered, if there is one.
+    pub fn log_compile_cache(&self) {
+        if let Some((hits, misses)) = self.compile_cache_hits_and_misses() {
+            tracing::info!(hits, misses, "compile cache");
+        }
+    }
+
     /// Compilations answered from the compile cache, and those that were not.
     pub fn compile_cache_hits_and_misses(&self) -> Option<(usize, usize)> {
         self.compile_cache

@@ -11,10 +11,12 @@ mod guest_output;
 mod limits;
 pub mod metadata;
 mod preinit;
+mod tiers;
 mod verdict;
 pub mod wapc;
 
 pub use engine::{Runtime, RuntimeConfig};
 pub use error::EvalError;
 pub use guest::{GuestCall, PolicyGuest};
+pub use tiers::{FirstCompile, PendingUpgrade, Swappable, Upgrade, upgrade_in_background};
 pub use verdict::{GuestVerdict, SettingsVerdict};

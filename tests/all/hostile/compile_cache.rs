@@ -46,6 +46,9 @@ async fn swapped_artifacts_are_rebuilt_not_run_for_the_wrong_policy() {
 
     let mut cold = cached_server(&cache).start();
     assert_eq!(cold.validate("labels", &unlabelled).await["allowed"], false);
+    // Logged once the background upgrades have stored the pre-initialized modules.
+    cold.wait_for_log(|event| event["message"] == "compile cache")
+        .await;
     assert!(cold.terminate().success());
     assert_eq!(
         std::fs::metadata(&cache).unwrap().permissions().mode() & 0o777,

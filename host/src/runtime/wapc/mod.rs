@@ -23,7 +23,7 @@ use wasmtime_wasi::p1::WasiP1Ctx;
 use super::error::{GuestAbiError, NotPreInitialized};
 use super::guest_output::GuestOutput;
 use super::limits::{Limited, MemoryCap, guarded_store, guest_error, instantiation_error};
-use super::{EvalError, Runtime, preinit};
+use super::{EvalError, FirstCompile, Runtime, preinit};
 
 mod abi;
 mod operations;
@@ -42,62 +42,69 @@ pub struct WapcModule {
 }
 
 impl WapcModule {
-    /// Compiles and links a module, pre-initialized when its state allows. Fails if it
-    /// imports anything the host does not give.
-    pub fn compile(runtime: &Runtime, bytes: &[u8]) -> anyhow::Result<Self> {
+    /// Compiles and links a module. Fails if it imports anything the host does not give.
+    ///
+    /// A module pre-initialized by an earlier run (in the compile cache) is ready at once.
+    /// Otherwise the first compile runs start-up in every instance, and the upgrade
+    /// captures start-up once and compiles the module that begins where it left off:
+    /// the server is ready after one compile, not two.
+    pub fn compile(runtime: &Runtime, bytes: &[u8]) -> anyhow::Result<FirstCompile<Self>> {
         let linker = wapc_linker(runtime.engine())?;
-        let link = |bytes: &[u8]| -> anyhow::Result<(Module, InstancePre<WapcState>)> {
-            let module = runtime.compile_module(bytes)?;
-            let pre = linker
-                .instantiate_pre(&module)
-                .map_err(anyhow::Error::from)
-                .context("the module imports something this host does not provide")?;
-            if module.get_export(GUEST_CALL).is_none() {
-                anyhow::bail!("the module does not export `{GUEST_CALL}`: it is not a waPC module");
-            }
-            Ok((module, pre))
-        };
-        let ordinary = |pre| Self {
-            pre,
-            pre_initialized: false,
-        };
         if let Some(snapshot) = runtime.load_pre_initialized(bytes) {
-            match link(&snapshot) {
-                Ok((_, pre)) => return Ok(Self::pre_initialized(pre)),
+            match link(runtime, &linker, &snapshot) {
+                Ok((_, pre)) => return Ok(FirstCompile::done(Self::pre_initialized(pre))),
                 Err(e) => tracing::warn!("ignoring a stored snapshot: {e:#}"),
             }
         }
         let instrumented = match preinit::instrument(bytes) {
             Ok(instrumented) => instrumented,
             // Let wasmtime say how.
-            Err(NotPreInitialized::Malformed(_)) => return Ok(ordinary(link(bytes)?.1)),
+            Err(NotPreInitialized::Malformed(_)) => {
+                return Ok(FirstCompile::done(Self::ordinary(
+                    link(runtime, &linker, bytes)?.1,
+                )));
+            }
             Err(reason) => {
                 tracing::info!("start-up runs for every evaluation: {reason}");
-                return Ok(ordinary(link(bytes)?.1));
+                return Ok(FirstCompile::done(Self::ordinary(
+                    link(runtime, &linker, bytes)?.1,
+                )));
             }
         };
-        // The instrumented module behaves as the original, so it is also what runs when
-        // start-up cannot be captured.
-        let (module, pre) = link(&instrumented.wasm)?;
-        let started = std::time::Instant::now();
-        let snapshot = start_up_linker(&linker)
-            .and_then(|linker| linker.instantiate_pre(&module).map_err(anyhow::Error::from))
-            .map_err(NotPreInitialized::StartUpLink)
-            .and_then(|start_up| pre_initialize(&start_up, runtime, bytes, &instrumented.plan))
-            .and_then(|snapshot| match link(&snapshot) {
-                Ok((_, pre)) => Ok((snapshot, pre)),
-                Err(e) => Err(NotPreInitialized::SnapshotDoesNotLoad(e)),
-            });
-        match snapshot {
-            Ok((snapshot, snapshot_pre)) => {
-                tracing::debug!(elapsed = ?started.elapsed(), bytes = snapshot.len(), "pre-initialized");
-                runtime.store_pre_initialized(bytes, &snapshot);
-                Ok(Self::pre_initialized(snapshot_pre))
-            }
-            Err(reason) => {
-                tracing::info!("start-up runs for every evaluation: {reason}");
-                Ok(ordinary(pre))
-            }
+        // The instrumented module behaves as the original: it serves until the upgrade,
+        // and for good when start-up cannot be captured.
+        let (module, pre) = link(runtime, &linker, &instrumented.wasm)?;
+        let original = bytes.to_vec();
+        let upgrade = move |runtime: &Runtime| {
+            let started = std::time::Instant::now();
+            let snapshot = start_up_linker(&linker)
+                .and_then(|linker| linker.instantiate_pre(&module).map_err(anyhow::Error::from))
+                .map_err(NotPreInitialized::StartUpLink)
+                .and_then(|start_up| {
+                    pre_initialize(&start_up, runtime, &original, &instrumented.plan)
+                })
+                .and_then(|snapshot| match link(runtime, &linker, &snapshot) {
+                    Ok((_, pre)) => Ok((snapshot, pre)),
+                    Err(e) => Err(NotPreInitialized::SnapshotDoesNotLoad(e)),
+                })
+                .map_err(|reason| {
+                    anyhow::anyhow!("start-up runs for every evaluation: {reason}")
+                })?;
+            let (snapshot, pre) = snapshot;
+            tracing::debug!(elapsed = ?started.elapsed(), bytes = snapshot.len(), "pre-initialized");
+            runtime.store_pre_initialized(&original, &snapshot);
+            Ok(Self::pre_initialized(pre))
+        };
+        Ok(FirstCompile {
+            guest: Self::ordinary(pre),
+            upgrade: Some(Box::new(upgrade)),
+        })
+    }
+
+    fn ordinary(pre: InstancePre<WapcState>) -> Self {
+        Self {
+            pre,
+            pre_initialized: false,
         }
     }
 
@@ -120,6 +127,23 @@ impl WapcModule {
     ) -> Result<Vec<u8>, EvalError> {
         WapcInstance::new(self, runtime, context, timeout)?.call(operation, payload)
     }
+}
+
+/// Compiles (or loads from the compile cache) and links a module for the waPC host.
+fn link(
+    runtime: &Runtime,
+    linker: &Linker<WapcState>,
+    bytes: &[u8],
+) -> anyhow::Result<(Module, InstancePre<WapcState>)> {
+    let module = runtime.compile_module(bytes)?;
+    let pre = linker
+        .instantiate_pre(&module)
+        .map_err(anyhow::Error::from)
+        .context("the module imports something this host does not provide")?;
+    if module.get_export(GUEST_CALL).is_none() {
+        anyhow::bail!("the module does not export `{GUEST_CALL}`: it is not a waPC module");
+    }
+    Ok((module, pre))
 }
 
 /// One live instance. The server makes one per evaluation; benchmarks also reuse one to

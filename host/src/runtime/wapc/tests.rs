@@ -46,9 +46,20 @@ fn context() -> Arc<PolicyContext> {
 /// Compiles `wasm` and checks what fresh and reused instances answer.
 fn check(wasm: &[u8], pre_initialized: bool) {
     let runtime = Runtime::new(Default::default()).unwrap();
-    let module = WapcModule::compile(&runtime, wasm).unwrap();
-    assert_eq!(module.is_pre_initialized(), pre_initialized);
     let timeout = Duration::from_secs(1);
+    let first = WapcModule::compile(&runtime, wasm).unwrap();
+    // Before its upgrade, the first compile runs start-up in every instance, with the
+    // same answers.
+    assert!(!first.guest.is_pre_initialized());
+    for _ in 0..2 {
+        let answer = first
+            .guest
+            .call(&runtime, context(), timeout, "validate", Bytes::new())
+            .unwrap();
+        assert_eq!(answer, b"A*3");
+    }
+    let module = first.finish(&runtime);
+    assert_eq!(module.is_pre_initialized(), pre_initialized);
     for _ in 0..3 {
         let answer = module
             .call(&runtime, context(), timeout, "validate", Bytes::new())
@@ -74,7 +85,9 @@ fn a_start_function_is_part_of_start_up_and_does_not_run_again() {
     let start = r#"(func $grow (drop (memory.grow (i32.const 10)))) (start $grow)"#;
     let wasm = guest(WAPC_INIT, start);
     let runtime = Runtime::new(Default::default()).unwrap();
-    let module = WapcModule::compile(&runtime, &wasm).unwrap();
+    let module = WapcModule::compile(&runtime, &wasm)
+        .unwrap()
+        .finish(&runtime);
     assert!(module.is_pre_initialized());
     let answer = module
         .call(
