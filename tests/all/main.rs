@@ -13,6 +13,7 @@
 //! - `cluster_context`: the cache, from a snapshot file or a live (fake) API server;
 //! - `cluster_queries`: Kubewarden's host calls and their typed twins, any kind;
 //! - `components`: WIT components beside their legacy waPC twins;
+//! - `tiers`: every kind of policy on baseline and optimized code, and the swap;
 //! - `hostile`: clients and policies that try to take the server down.
 
 mod cluster_context;
@@ -23,6 +24,7 @@ mod configuration;
 mod containment;
 mod endpoints;
 mod hostile;
+mod tiers;
 mod verdicts;
 
 use policy_server_e2e::fake_apiserver::FakeApiServer;

@@ -225,7 +225,7 @@ fn measure_legacy(runtime: &Runtime, case: &Case, scale: &Scale) -> anyhow::Resu
 
 /// As [`measure_legacy`], for a component.
 fn measure_component(runtime: &Runtime, case: &Case, scale: &Scale) -> anyhow::Result<[Stats; 3]> {
-    let module = ComponentModule::compile(runtime, &std::fs::read(&case.wasm)?)?;
+    let module = ComponentModule::compile(runtime, &std::fs::read(&case.wasm)?)?.finish(runtime);
     let (request, settings) = (case.request.to_string(), case.settings.to_string());
     let raw_request = serde_json::value::RawValue::from_string(request.clone())?;
     let call = GuestCall {

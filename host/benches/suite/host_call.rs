@@ -82,7 +82,8 @@ pub fn run(report: &mut Report, scale: &Scale) -> anyhow::Result<()> {
     let component = ComponentModule::compile(
         &runtime,
         &std::fs::read(&policy_server_e2e::wasm().misbehaving_component)?,
-    )?;
+    )?
+    .finish(&runtime);
     whole_lists(report, scale, &runtime, &component)?;
     lookups(report, scale, &runtime, &component)
 }

@@ -7,6 +7,7 @@
 //! trying the suite out; its figures are not the ones to report.
 
 mod cluster;
+mod compile;
 mod e2e;
 mod evaluation;
 mod freshness;
@@ -61,11 +62,12 @@ impl Scale {
 
 type Section = fn(&mut report::Report, &Scale) -> anyhow::Result<()>;
 
-const SECTIONS: [(&str, Section); 6] = [
+const SECTIONS: [(&str, Section); 7] = [
     ("evaluation", evaluation::run),
     ("host_call", host_call::run),
     ("e2e", e2e::run),
     ("startup", startup::run),
+    ("compile", compile::run),
     ("memory", memory::run),
     ("freshness", freshness::run),
 ];

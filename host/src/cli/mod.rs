@@ -20,7 +20,7 @@ use guest_adapter::{ClusterCache, NoCluster};
 
 use crate::config::PoliciesFile;
 use crate::policy::{Evaluator, LoadOptions, LoadedPolicies, load_policies};
-use crate::runtime::{Runtime, RuntimeConfig, upgrade_in_background};
+use crate::runtime::{Compilers, Runtime, RuntimeConfig, upgrade_in_background};
 use crate::webhook::{AppState, Listener, Readiness, serve};
 
 #[derive(Debug, Parser)]
@@ -40,6 +40,27 @@ enum Command {
 enum LogFormat {
     Text,
     Json,
+}
+
+/// Which compilers make policy code (see `runtime::Compilers`).
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum CompilerChoice {
+    /// Winch to be ready soon, then Cranelift in the background.
+    Tiered,
+    /// Cranelift only.
+    Cranelift,
+    /// Winch only: the fastest start, slower evaluations.
+    Winch,
+}
+
+impl From<CompilerChoice> for Compilers {
+    fn from(choice: CompilerChoice) -> Self {
+        match choice {
+            CompilerChoice::Tiered => Self::Tiered,
+            CompilerChoice::Cranelift => Self::Cranelift,
+            CompilerChoice::Winch => Self::Winch,
+        }
+    }
 }
 
 #[derive(Debug, Args)]
@@ -156,6 +177,15 @@ struct ServeArgs {
     /// directory this server alone can write: its files are loaded as machine code.
     #[arg(long, env = "POLICY_SERVER_COMPILE_CACHE_DIR")]
     compile_cache_dir: Option<PathBuf>,
+    /// Compilers of policy code: `tiered` serves from a fast baseline compile (Winch)
+    /// within moments of starting and swaps in optimized code (Cranelift) as it is ready.
+    #[arg(
+        long,
+        env = "POLICY_SERVER_COMPILERS",
+        value_enum,
+        default_value = "tiered"
+    )]
+    compilers: CompilerChoice,
 }
 
 pub fn main() -> ExitCode {
@@ -222,6 +252,7 @@ async fn run(args: ServeArgs) -> anyhow::Result<()> {
         // Evaluations in flight, plus one for start-up checks.
         max_concurrent_instances: worker_limits.workers as u32 + 1,
         compile_cache_dir: args.compile_cache_dir.clone(),
+        compilers: args.compilers.into(),
         ..RuntimeConfig::default()
     })?);
     let options = LoadOptions {

@@ -14,7 +14,7 @@ use crate::config::{PoliciesFile, PolicyConfig};
 use crate::runtime::component::ComponentModule;
 use crate::runtime::metadata::{self, BinaryKind, ExecutionMode};
 use crate::runtime::wapc::WapcModule;
-use crate::runtime::{FirstCompile, GuestCall, PendingUpgrade, PolicyGuest, Runtime, Swappable};
+use crate::runtime::{GuestCall, PendingUpgrade, PolicyGuest, Runtime, Swappable};
 use crate::throttle::LogThrottle;
 
 #[derive(Debug, Clone)]
@@ -136,11 +136,9 @@ fn load_module(
                 BinaryKind::CoreModule => WapcModule::compile(runtime, &bytes)
                     .with_context(|| format!("cannot compile module {}", path.display()))?
                     .into_dyn(),
-                BinaryKind::Component => FirstCompile::done(
-                    ComponentModule::compile(runtime, &bytes)
-                        .with_context(|| format!("cannot compile component {}", path.display()))?,
-                )
-                .into_dyn(),
+                BinaryKind::Component => ComponentModule::compile(runtime, &bytes)
+                    .with_context(|| format!("cannot compile component {}", path.display()))?
+                    .into_dyn(),
             };
             drop(span);
             let pre_initialized = first.guest.is_pre_initialized();

@@ -95,6 +95,11 @@ impl ArtifactStore {
         payload
     }
 
+    /// Whether a file for this artifact exists (it is checked when loaded).
+    pub(crate) fn contains(&self, kind: ArtifactKind, source: &SourceDigest) -> bool {
+        self.path(kind, source).is_file()
+    }
+
     /// Keeps `payload` for the next run. Written to a file of its own and renamed, so a
     /// reader (or another server sharing the directory) never sees half a file.
     pub(crate) fn store(

@@ -15,7 +15,7 @@ use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use super::answer_text::AnswerText;
 use super::guest_output::GuestOutput;
 use super::limits::{Limited, MemoryCap, guarded_store, guest_error, instantiation_error};
-use super::{EvalError, GuestCall, GuestVerdict, PolicyGuest, Runtime};
+use super::{EvalError, FirstCompile, GuestCall, GuestVerdict, PolicyGuest, Runtime, Tier};
 
 // The current world: its exports are the same in every version, so one set of export
 // bindings serves components built against any of them.
@@ -42,9 +42,41 @@ pub struct ComponentModule {
 }
 
 impl ComponentModule {
-    pub fn compile(runtime: &Runtime, bytes: &[u8]) -> anyhow::Result<Self> {
-        let component = runtime.compile_component(bytes)?;
-        let linker = component_linker(runtime.engine())?;
+    /// Compiles and links a component: baseline code first when tiered (unless the
+    /// compile cache has its optimized code), upgraded to optimized code.
+    pub fn compile(runtime: &Runtime, bytes: &[u8]) -> anyhow::Result<FirstCompile<Self>> {
+        if !runtime.is_tiered() || runtime.has_cached_code(bytes) {
+            return Ok(FirstCompile::done(Self::link(
+                runtime,
+                Tier::Optimized,
+                bytes,
+            )?));
+        }
+        let first = match Self::link(runtime, Tier::Baseline, bytes) {
+            Ok(first) => first,
+            Err(e) => {
+                tracing::info!(
+                    "compiling optimized code at once: the baseline compiler refused: {e:#}"
+                );
+                return Ok(FirstCompile::done(Self::link(
+                    runtime,
+                    Tier::Optimized,
+                    bytes,
+                )?));
+            }
+        };
+        let bytes = bytes.to_vec();
+        Ok(FirstCompile {
+            guest: first,
+            upgrade: Some(Box::new(move |runtime: &Runtime| {
+                Self::link(runtime, Tier::Optimized, &bytes)
+            })),
+        })
+    }
+
+    fn link(runtime: &Runtime, tier: Tier, bytes: &[u8]) -> anyhow::Result<Self> {
+        let component = runtime.compile_component(bytes, tier)?;
+        let linker = component_linker(component.engine())?;
         let pre = linker
             .instantiate_pre(&component)
             .map_err(anyhow::Error::from)
@@ -137,7 +169,7 @@ impl<'r> ComponentInstance<'r> {
             table: ResourceTable::new(),
             limits: MemoryCap::new(runtime.config().memory_limit_bytes),
         };
-        let mut store = guarded_store(runtime, state, timeout);
+        let mut store = guarded_store(module.pre.engine(), runtime, state, timeout);
         let bindings = match module.pre.instantiate(&mut store) {
             Ok(bindings) => bindings,
             Err(e) => return Err(instantiation_error(&mut store, e, timeout)),

@@ -1,5 +1,10 @@
-//! The shared wasmtime engine: compilation settings, the pooling allocator, and the
+//! The shared wasmtime engines: compilation settings, the pooling allocator, and the
 //! epoch ticker that enforces evaluation time limits.
+//!
+//! Two tiers of code (see [`super::tiers`]): Winch, a baseline compiler several times
+//! faster than Cranelift, makes the code a policy serves with first; Cranelift the code it
+//! serves with for good. Each tier has its own engine (a module runs in stores of the
+//! engine that compiled it); with one compiler chosen, both tiers share one engine.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -10,7 +15,7 @@ use std::time::Duration;
 use anyhow::Context;
 use wasmtime::component::Component;
 use wasmtime::{
-    Config, Enabled, Engine, InstanceAllocationStrategy, Module, PoolingAllocationConfig,
+    Config, Enabled, Engine, InstanceAllocationStrategy, Module, PoolingAllocationConfig, Strategy,
 };
 
 use super::artifacts::{ArtifactKind, ArtifactStore, SourceDigest, source_digest};
@@ -21,6 +26,26 @@ const EPOCH_TICK: Duration = Duration::from_millis(10);
 /// Memory of a finished instance kept mapped for the next instance of the same slot,
 /// when only written pages need resetting (see `Runtime::new`).
 const KEEP_RESIDENT_BYTES: usize = 16 << 20;
+
+/// Which compilers make a policy's code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Compilers {
+    /// Winch first, to be ready soon; Cranelift in the background, to serve fast.
+    #[default]
+    Tiered,
+    /// Cranelift only: a slower start, the same code from the first request on.
+    Cranelift,
+    /// Winch only: the fastest start, slower evaluations (for tests of that tier, and
+    /// machines where start-up time is all that counts).
+    Winch,
+}
+
+/// Which code a compile makes: what serves at once, or what serves for good.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Tier {
+    Baseline,
+    Optimized,
+}
 
 /// Limits and sizing of the runtime, fixed at start-up.
 #[derive(Debug, Clone)]
@@ -34,6 +59,7 @@ pub struct RuntimeConfig {
     /// Where compiled policies are kept between runs (see [`super::artifacts`]); `None`
     /// compiles every policy at start-up.
     pub compile_cache_dir: Option<PathBuf>,
+    pub compilers: Compilers,
 }
 
 impl Default for RuntimeConfig {
@@ -43,13 +69,18 @@ impl Default for RuntimeConfig {
             max_wasm_stack_bytes: 512 << 10,
             max_concurrent_instances: 64,
             compile_cache_dir: None,
+            compilers: Compilers::default(),
         }
     }
 }
 
-/// The engine plus what keeps its epoch moving. Cheap to share behind an `Arc`.
+/// The engines plus what keeps their epoch moving. Cheap to share behind an `Arc`.
 pub struct Runtime {
-    engine: Engine,
+    /// Makes what serves for good; the compile cache keeps its code.
+    optimized: Engine,
+    /// Makes what serves first: the same engine as `optimized` unless tiered.
+    baseline: Engine,
+    tiered: bool,
     config: RuntimeConfig,
     /// Compiled and pre-initialized modules from earlier runs.
     compile_cache: Option<ArtifactStore>,
@@ -85,44 +116,87 @@ impl Runtime {
                 .table_keep_resident(KEEP_RESIDENT_BYTES);
         }
 
-        let mut wasm_config = Config::new();
-        wasm_config
-            .epoch_interruption(true)
-            .max_wasm_stack(config.max_wasm_stack_bytes)
-            .memory_init_cow(true)
-            .allocation_strategy(InstanceAllocationStrategy::Pooling(pooling));
-        let engine = Engine::new(&wasm_config)
-            .map_err(anyhow::Error::from)
-            .context("cannot configure the wasm engine")?;
+        let engine = |strategy: Strategy| -> anyhow::Result<Engine> {
+            let mut wasm_config = Config::new();
+            wasm_config
+                .strategy(strategy)
+                .epoch_interruption(true)
+                .max_wasm_stack(config.max_wasm_stack_bytes)
+                .memory_init_cow(true)
+                .allocation_strategy(InstanceAllocationStrategy::Pooling(pooling.clone()));
+            Engine::new(&wasm_config)
+                .map_err(anyhow::Error::from)
+                .with_context(|| format!("cannot configure the wasm engine ({strategy:?})"))
+        };
+        let (optimized, baseline) = match config.compilers {
+            Compilers::Cranelift => {
+                let engine = engine(Strategy::Cranelift)?;
+                (engine.clone(), engine)
+            }
+            Compilers::Winch => {
+                let engine = engine(Strategy::Winch)?;
+                (engine.clone(), engine)
+            }
+            Compilers::Tiered => {
+                let optimized = engine(Strategy::Cranelift)?;
+                // Winch targets x86-64 (and, in part, aarch64): elsewhere, one tier.
+                match engine(Strategy::Winch) {
+                    Ok(baseline) => (optimized, baseline),
+                    Err(e) => {
+                        tracing::warn!("compiling with Cranelift only: {e:#}");
+                        (optimized.clone(), optimized)
+                    }
+                }
+            }
+        };
+        let tiered = !Engine::same(&optimized, &baseline);
         let compile_cache = match &config.compile_cache_dir {
             Some(dir) => Some(
-                ArtifactStore::open(dir, artifact_salt(&engine, &config)).with_context(|| {
-                    format!("cannot use {} as the compile cache", dir.display())
-                })?,
+                ArtifactStore::open(dir, artifact_salt(&optimized, &config)).with_context(
+                    || format!("cannot use {} as the compile cache", dir.display()),
+                )?,
             ),
             None => None,
         };
-        let ticker = EpochTicker::start(engine.clone());
+        // Each engine ticked once per tick: a shared one must not advance twice as fast.
+        let mut engines = vec![optimized.clone()];
+        if tiered {
+            engines.push(baseline.clone());
+        }
+        let ticker = EpochTicker::start(engines);
         Ok(Self {
-            engine,
+            optimized,
+            baseline,
+            tiered,
             config,
             compile_cache,
             _ticker: ticker,
         })
     }
 
-    pub fn engine(&self) -> &Engine {
-        &self.engine
+    /// The engine that makes (and runs) code of `tier`.
+    pub fn engine(&self, tier: Tier) -> &Engine {
+        match tier {
+            Tier::Baseline => &self.baseline,
+            Tier::Optimized => &self.optimized,
+        }
+    }
+
+    /// Whether baseline code is upgraded to optimized code (two compilers).
+    pub fn is_tiered(&self) -> bool {
+        self.tiered
     }
 
     pub fn config(&self) -> &RuntimeConfig {
         &self.config
     }
 
-    /// Compiles a core module, or loads what an earlier run compiled from the same bytes.
-    pub(crate) fn compile_module(&self, wasm: &[u8]) -> anyhow::Result<Module> {
+    /// Compiles a core module for `tier`; optimized code is loaded from the compile cache
+    /// when an earlier run compiled the same bytes.
+    pub(crate) fn compile_module(&self, wasm: &[u8], tier: Tier) -> anyhow::Result<Module> {
         self.compile_cached(
             wasm,
+            tier,
             |engine, wasm| Module::new(engine, wasm),
             // SAFETY: the bytes come from a file in a directory only this user can write
             // (checked when the cache opened, and the file's own owner and mode when it
@@ -133,10 +207,11 @@ impl Runtime {
         )
     }
 
-    /// Compiles a component, or loads what an earlier run compiled from the same bytes.
-    pub(crate) fn compile_component(&self, wasm: &[u8]) -> anyhow::Result<Component> {
+    /// Compiles a component for `tier`, as [`Self::compile_module`] does a module.
+    pub(crate) fn compile_component(&self, wasm: &[u8], tier: Tier) -> anyhow::Result<Component> {
         self.compile_cached(
             wasm,
+            tier,
             |engine, wasm| Component::new(engine, wasm),
             // SAFETY: as in `compile_module`.
             |engine, code| unsafe { Component::deserialize(engine, code) },
@@ -147,21 +222,22 @@ impl Runtime {
     fn compile_cached<T>(
         &self,
         wasm: &[u8],
+        tier: Tier,
         compile: impl Fn(&Engine, &[u8]) -> wasmtime::Result<T>,
         load: impl Fn(&Engine, &[u8]) -> wasmtime::Result<T>,
         save: impl Fn(&T) -> wasmtime::Result<Vec<u8>>,
     ) -> anyhow::Result<T> {
-        let Some(cache) = &self.compile_cache else {
-            return compile(&self.engine, wasm).map_err(anyhow::Error::from);
+        let engine = self.engine(tier);
+        // Baseline code lives for seconds: not worth a file.
+        let cache = match &self.compile_cache {
+            Some(cache) if Engine::same(engine, &self.optimized) => cache,
+            _ => return compile(engine, wasm).map_err(anyhow::Error::from),
         };
-        let source = source_digest(wasm);
-        if let Some(code) = cache.load(ArtifactKind::Compiled, &source) {
-            match load(&self.engine, &code) {
-                Ok(compiled) => return Ok(compiled),
-                Err(e) => tracing::warn!("ignoring cached machine code: {e:#}"),
-            }
+        if let Some(compiled) = self.load_cached(wasm, &load) {
+            return Ok(compiled);
         }
-        let compiled = compile(&self.engine, wasm).map_err(anyhow::Error::from)?;
+        let source = source_digest(wasm);
+        let compiled = compile(engine, wasm).map_err(anyhow::Error::from)?;
         match save(&compiled)
             .map_err(anyhow::Error::from)
             .and_then(|code| cache.store(ArtifactKind::Compiled, &source, &code))
@@ -170,6 +246,29 @@ impl Runtime {
             Err(e) => tracing::warn!("cannot keep the compiled policy for the next start: {e:#}"),
         }
         Ok(compiled)
+    }
+
+    /// The optimized code an earlier run compiled from `wasm`, if the cache has it.
+    fn load_cached<T>(
+        &self,
+        wasm: &[u8],
+        load: impl Fn(&Engine, &[u8]) -> wasmtime::Result<T>,
+    ) -> Option<T> {
+        let code = self
+            .compile_cache
+            .as_ref()?
+            .load(ArtifactKind::Compiled, &source_digest(wasm))?;
+        load(&self.optimized, &code)
+            .inspect_err(|e| tracing::warn!("ignoring cached machine code: {e:#}"))
+            .ok()
+    }
+
+    /// Whether the compile cache holds optimized code for `wasm` (a component or a
+    /// module), so a tiered start can skip the baseline compile.
+    pub(crate) fn has_cached_code(&self, wasm: &[u8]) -> bool {
+        self.compile_cache
+            .as_ref()
+            .is_some_and(|cache| cache.contains(ArtifactKind::Compiled, &source_digest(wasm)))
     }
 
     /// The pre-initialized module an earlier run made from `original`, if any.
@@ -225,7 +324,7 @@ fn artifact_salt(engine: &Engine, config: &RuntimeConfig) -> Vec<u8> {
     salt
 }
 
-/// Advances the engine's epoch every [`EPOCH_TICK`] on a thread of its own, so a guest
+/// Advances the engines' epoch every [`EPOCH_TICK`] on a thread of its own, so a guest
 /// stuck in a loop is interrupted even when every runtime worker is busy.
 struct EpochTicker {
     stop: Arc<AtomicBool>,
@@ -233,7 +332,7 @@ struct EpochTicker {
 }
 
 impl EpochTicker {
-    fn start(engine: Engine) -> Self {
+    fn start(engines: Vec<Engine>) -> Self {
         let stop = Arc::new(AtomicBool::new(false));
         let thread = std::thread::Builder::new()
             .name("epoch-ticker".into())
@@ -242,7 +341,7 @@ impl EpochTicker {
                 move || {
                     while !stop.load(Ordering::Relaxed) {
                         std::thread::sleep(EPOCH_TICK);
-                        engine.increment_epoch();
+                        engines.iter().for_each(Engine::increment_epoch);
                     }
                 }
             })

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use wasmtime::{ResourceLimiter, Store};
+use wasmtime::{Engine, ResourceLimiter, Store};
 
 use super::{EvalError, Runtime};
 
@@ -36,9 +36,15 @@ pub(crate) trait Limited: Send + 'static {
 }
 
 /// A store for one evaluation, as both runners need it: memory cap, and an epoch
-/// deadline `timeout` from now that traps.
-pub(crate) fn guarded_store<T: Limited>(runtime: &Runtime, data: T, timeout: Duration) -> Store<T> {
-    let mut store = Store::new(runtime.engine(), data);
+/// deadline `timeout` from now that traps. `engine` is the one that compiled what will
+/// run in it.
+pub(crate) fn guarded_store<T: Limited>(
+    engine: &Engine,
+    runtime: &Runtime,
+    data: T,
+    timeout: Duration,
+) -> Store<T> {
+    let mut store = Store::new(engine, data);
     store.limiter(|state| state.memory_cap());
     store.epoch_deadline_trap();
     store.set_epoch_deadline(runtime.deadline_ticks(timeout));

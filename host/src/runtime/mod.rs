@@ -15,7 +15,7 @@ mod tiers;
 mod verdict;
 pub mod wapc;
 
-pub use engine::{Runtime, RuntimeConfig};
+pub use engine::{Compilers, Runtime, RuntimeConfig, Tier};
 pub use error::EvalError;
 pub use guest::{GuestCall, PolicyGuest};
 pub use tiers::{FirstCompile, PendingUpgrade, Swappable, Upgrade, upgrade_in_background};

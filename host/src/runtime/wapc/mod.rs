@@ -23,7 +23,7 @@ use wasmtime_wasi::p1::WasiP1Ctx;
 use super::error::{GuestAbiError, NotPreInitialized};
 use super::guest_output::GuestOutput;
 use super::limits::{Limited, MemoryCap, guarded_store, guest_error, instantiation_error};
-use super::{EvalError, FirstCompile, Runtime, preinit};
+use super::{EvalError, FirstCompile, Runtime, Tier, preinit};
 
 mod abi;
 mod operations;
@@ -45,13 +45,13 @@ impl WapcModule {
     /// Compiles and links a module. Fails if it imports anything the host does not give.
     ///
     /// A module pre-initialized by an earlier run (in the compile cache) is ready at once.
-    /// Otherwise the first compile runs start-up in every instance, and the upgrade
-    /// captures start-up once and compiles the module that begins where it left off:
-    /// the server is ready after one compile, not two.
+    /// Otherwise the first compile is baseline code that runs start-up in every instance,
+    /// and the upgrade captures start-up once (in that code) and compiles, optimized, the
+    /// module that begins where start-up left off: the server is ready after one fast
+    /// compile, and its policies serve as fast as ever soon after.
     pub fn compile(runtime: &Runtime, bytes: &[u8]) -> anyhow::Result<FirstCompile<Self>> {
-        let linker = wapc_linker(runtime.engine())?;
         if let Some(snapshot) = runtime.load_pre_initialized(bytes) {
-            match link(runtime, &linker, &snapshot) {
+            match link(runtime, Tier::Optimized, &snapshot) {
                 Ok((_, pre)) => return Ok(FirstCompile::done(Self::pre_initialized(pre))),
                 Err(e) => tracing::warn!("ignoring a stored snapshot: {e:#}"),
             }
@@ -61,43 +61,68 @@ impl WapcModule {
             // Let wasmtime say how.
             Err(NotPreInitialized::Malformed(_)) => {
                 return Ok(FirstCompile::done(Self::ordinary(
-                    link(runtime, &linker, bytes)?.1,
+                    link(runtime, Tier::Optimized, bytes)?.1,
                 )));
             }
             Err(reason) => {
                 tracing::info!("start-up runs for every evaluation: {reason}");
-                return Ok(FirstCompile::done(Self::ordinary(
-                    link(runtime, &linker, bytes)?.1,
-                )));
+                return Self::compile_ordinary(runtime, bytes);
             }
         };
         // The instrumented module behaves as the original: it serves until the upgrade,
         // and for good when start-up cannot be captured.
-        let (module, pre) = link(runtime, &linker, &instrumented.wasm)?;
+        let (module, pre) = link_first(runtime, &instrumented.wasm)?;
         let original = bytes.to_vec();
         let upgrade = move |runtime: &Runtime| {
             let started = std::time::Instant::now();
+            let linker = wapc_linker(module.engine())?;
             let snapshot = start_up_linker(&linker)
                 .and_then(|linker| linker.instantiate_pre(&module).map_err(anyhow::Error::from))
                 .map_err(NotPreInitialized::StartUpLink)
                 .and_then(|start_up| {
                     pre_initialize(&start_up, runtime, &original, &instrumented.plan)
                 })
-                .and_then(|snapshot| match link(runtime, &linker, &snapshot) {
+                .and_then(|snapshot| match link(runtime, Tier::Optimized, &snapshot) {
                     Ok((_, pre)) => Ok((snapshot, pre)),
                     Err(e) => Err(NotPreInitialized::SnapshotDoesNotLoad(e)),
-                })
-                .map_err(|reason| {
-                    anyhow::anyhow!("start-up runs for every evaluation: {reason}")
-                })?;
-            let (snapshot, pre) = snapshot;
-            tracing::debug!(elapsed = ?started.elapsed(), bytes = snapshot.len(), "pre-initialized");
-            runtime.store_pre_initialized(&original, &snapshot);
-            Ok(Self::pre_initialized(pre))
+                });
+            match snapshot {
+                Ok((snapshot, pre)) => {
+                    tracing::debug!(elapsed = ?started.elapsed(), bytes = snapshot.len(), "pre-initialized");
+                    runtime.store_pre_initialized(&original, &snapshot);
+                    Ok(Self::pre_initialized(pre))
+                }
+                Err(reason) => {
+                    tracing::info!("start-up runs for every evaluation: {reason}");
+                    // Still worth optimized code, when the first was baseline.
+                    if Engine::same(module.engine(), runtime.engine(Tier::Optimized)) {
+                        anyhow::bail!("the first compile stays");
+                    }
+                    let (_, pre) = link(runtime, Tier::Optimized, &instrumented.wasm)?;
+                    Ok(Self::ordinary(pre))
+                }
+            }
         };
         Ok(FirstCompile {
             guest: Self::ordinary(pre),
             upgrade: Some(Box::new(upgrade)),
+        })
+    }
+
+    /// A module whose start-up runs in every instance: baseline code first when tiered,
+    /// upgraded to optimized code.
+    fn compile_ordinary(runtime: &Runtime, bytes: &[u8]) -> anyhow::Result<FirstCompile<Self>> {
+        if !runtime.is_tiered() || runtime.has_cached_code(bytes) {
+            let (_, pre) = link(runtime, Tier::Optimized, bytes)?;
+            return Ok(FirstCompile::done(Self::ordinary(pre)));
+        }
+        let (_, pre) = link_first(runtime, bytes)?;
+        let original = bytes.to_vec();
+        Ok(FirstCompile {
+            guest: Self::ordinary(pre),
+            upgrade: Some(Box::new(move |runtime: &Runtime| {
+                Ok(Self::ordinary(link(runtime, Tier::Optimized, &original)?.1))
+            })),
         })
     }
 
@@ -129,14 +154,15 @@ impl WapcModule {
     }
 }
 
-/// Compiles (or loads from the compile cache) and links a module for the waPC host.
+/// Compiles `tier` code (optimized code may come from the compile cache) and links it for
+/// the waPC host.
 fn link(
     runtime: &Runtime,
-    linker: &Linker<WapcState>,
+    tier: Tier,
     bytes: &[u8],
 ) -> anyhow::Result<(Module, InstancePre<WapcState>)> {
-    let module = runtime.compile_module(bytes)?;
-    let pre = linker
+    let module = runtime.compile_module(bytes, tier)?;
+    let pre = wapc_linker(module.engine())?
         .instantiate_pre(&module)
         .map_err(anyhow::Error::from)
         .context("the module imports something this host does not provide")?;
@@ -144,6 +170,21 @@ fn link(
         anyhow::bail!("the module does not export `{GUEST_CALL}`: it is not a waPC module");
     }
     Ok((module, pre))
+}
+
+/// The first code of a module: baseline, or optimized when the baseline compiler cannot
+/// take the module (Winch lacks some proposals, tail calls among them).
+fn link_first(runtime: &Runtime, bytes: &[u8]) -> anyhow::Result<(Module, InstancePre<WapcState>)> {
+    match link(runtime, Tier::Baseline, bytes) {
+        Ok(linked) => Ok(linked),
+        Err(e) if runtime.is_tiered() => {
+            tracing::info!(
+                "compiling optimized code at once: the baseline compiler refused: {e:#}"
+            );
+            link(runtime, Tier::Optimized, bytes)
+        }
+        Err(e) => Err(e),
+    }
 }
 
 /// One live instance. The server makes one per evaluation; benchmarks also reuse one to
@@ -240,7 +281,7 @@ fn instantiate(
         wasi: None,
         host_calls: 0,
     };
-    let mut store = guarded_store(runtime, state, timeout);
+    let mut store = guarded_store(pre.module().engine(), runtime, state, timeout);
     let instance = match pre.instantiate(&mut store) {
         Ok(instance) => instance,
         Err(e) => return Err(instantiation_error(&mut store, e, timeout)),
