@@ -308,7 +308,17 @@ impl Server {
 
     /// Waits (up to 10 s) for a log event that satisfies `matches`, and returns it.
     pub async fn wait_for_log(&self, matches: impl Fn(&Value) -> bool) -> Value {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        self.wait_for_log_within(Duration::from_secs(10), matches)
+            .await
+    }
+
+    /// Waits up to `limit` for a log event that satisfies `matches`, and returns it.
+    pub async fn wait_for_log_within(
+        &self,
+        limit: Duration,
+        matches: impl Fn(&Value) -> bool,
+    ) -> Value {
+        let deadline = tokio::time::Instant::now() + limit;
         loop {
             let found = self
                 .launched

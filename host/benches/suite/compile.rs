@@ -64,14 +64,14 @@ pub fn run(report: &mut Report, scale: &Scale) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn engine(strategy: Strategy) -> anyhow::Result<Engine> {
+pub fn engine(strategy: Strategy) -> anyhow::Result<Engine> {
     let mut config = Config::new();
     config.strategy(strategy).epoch_interruption(true);
     Engine::new(&config).map_err(anyhow::Error::from)
 }
 
 /// Compiles a core module or a component, as the bytes say.
-fn compile(engine: &Engine, bytes: &[u8]) -> anyhow::Result<()> {
+pub fn compile(engine: &Engine, bytes: &[u8]) -> anyhow::Result<()> {
     if wasmparser::Parser::is_component(bytes) {
         engine.precompile_component(bytes)?;
     } else {
