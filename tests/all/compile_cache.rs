@@ -1,7 +1,9 @@
-//! The compile cache: filled by a cold start (compiled and pre-initialized code), used by
-//! the next start, with the same verdicts. Tampering with it is in `hostile`.
+//! The compile cache: filled by a cold start (compiled and pre-initialized code) or by
+//! `policy-server precompile`, used by the next start, with the same verdicts. Tampering
+//! with it is in `hostile`.
 
 use policy_server_e2e::requests::{pod, review};
+use policy_server_e2e::{Policies, Policy, wasm};
 use serde_json::{Value, json};
 
 use crate::{deny_latest_tag, required_labels, server};
@@ -105,4 +107,94 @@ fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
         }
     }
     files
+}
+
+/// Runs `policy-server precompile` on `policies` into `cache`; its status and output.
+fn precompile(policies: Policies, cache: &std::path::Path) -> (std::process::ExitStatus, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("policies.yml");
+    std::fs::write(&file, policies.to_yaml()).unwrap();
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_policy-server"))
+        .arg("precompile")
+        .arg("--policies")
+        .arg(&file)
+        .arg("--compile-cache-dir")
+        .arg(cache)
+        .args(["--log-fmt", "json"])
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    (output.status, text)
+}
+
+#[tokio::test]
+async fn a_server_started_on_a_precompiled_cache_compiles_nothing() {
+    let cache = tempfile::tempdir().unwrap();
+    let policies = || {
+        Policies::from([
+            ("labels", required_labels()),
+            ("latest", deny_latest_tag()),
+            (
+                "component",
+                Policy::new(&wasm().default_labels_component)
+                    .settings(json!({"labels": {"team": "unassigned"}}))
+                    .allowed_to_mutate(true),
+            ),
+        ])
+    };
+    let (status, output) = precompile(policies(), cache.path());
+    assert!(status.success(), "{output}");
+    assert!(output.contains("\"precompiled\""), "{output}");
+
+    let server = server(policies())
+        .arg("--compile-cache-dir")
+        .arg(cache.path().display().to_string())
+        .start();
+    let logged = server
+        .wait_for_log(|event| event["message"] == "compile cache")
+        .await;
+    assert_eq!(
+        (logged["hits"].as_u64(), logged["misses"].as_u64()),
+        (Some(3), Some(0)),
+        "{logged}"
+    );
+    for module in ["required_labels.wasm", "deny_latest_tag.wasm"] {
+        let compiled = server
+            .wait_for_log(|event| {
+                event["message"] == "compiled"
+                    && event["module"]
+                        .as_str()
+                        .is_some_and(|m| m.ends_with(module))
+            })
+            .await;
+        assert_eq!(
+            (&compiled["pre_initialized"], &compiled["upgrading"]),
+            (&json!(true), &json!(false)),
+            "{compiled}"
+        );
+    }
+    let unlabelled = review(pod("web", json!({}), &["nginx:1.27"]));
+    assert_eq!(
+        server.validate("labels", &unlabelled).await["allowed"],
+        false
+    );
+    let mutated = server.validate("component", &unlabelled).await;
+    assert_eq!(mutated["patchType"], "JSONPatch", "{mutated}");
+}
+
+#[tokio::test]
+async fn precompile_refuses_a_broken_policy_with_the_reason() {
+    let cache = tempfile::tempdir().unwrap();
+    let broken = required_labels().settings(json!({"required_labels": []}));
+    let (status, output) = precompile(Policies::from([("broken", broken)]), cache.path());
+    assert!(!status.success(), "{output}");
+    assert!(output.contains("policy 'broken'"), "{output}");
+    assert!(
+        output.contains("required_labels must name at least one label"),
+        "{output}"
+    );
 }

@@ -3,6 +3,7 @@
 
 mod bounds;
 mod cluster;
+mod precompile;
 
 use std::future::Future;
 use std::net::IpAddr;
@@ -33,7 +34,11 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Serve the policies of a policies.yml as a Kubernetes admission webhook.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
+    /// Compile (and pre-initialize) the policies of a policies.yml into a compile cache,
+    /// without serving: a server started on that cache compiles nothing. For container
+    /// images and init containers.
+    Precompile(precompile::PrecompileArgs),
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -63,8 +68,69 @@ impl From<CompilerChoice> for Compilers {
     }
 }
 
+/// How the server logs.
+#[derive(Debug, Args)]
+struct LogArgs {
+    /// Log filter: a level (`info`) or tracing directives (`info,policy_server=debug`).
+    #[arg(long, env = "KUBEWARDEN_LOG_LEVEL", default_value = "info")]
+    log_level: String,
+    #[arg(long, env = "KUBEWARDEN_LOG_FMT", value_enum, default_value = "text")]
+    log_fmt: LogFormat,
+}
+
+/// The policies and how their code is made: the same for `serve` and `precompile`, so
+/// what one stores in the compile cache is what the other looks for.
+#[derive(Debug, Args)]
+struct CodeArgs {
+    /// The policies (policies.yml).
+    #[arg(long, env = "KUBEWARDEN_POLICIES", default_value = "policies.yml")]
+    policies: PathBuf,
+    /// Seconds one evaluation may run, unless the policy sets `timeoutEvalSeconds`.
+    #[arg(long, env = "KUBEWARDEN_POLICY_TIMEOUT", default_value_t = 2)]
+    policy_timeout: u64,
+    /// Largest linear memory of one policy instance, in MiB.
+    #[arg(
+        long,
+        env = "POLICY_SERVER_POLICY_MEMORY_LIMIT_MIB",
+        default_value_t = 256
+    )]
+    policy_memory_limit_mib: usize,
+    /// Compilers of policy code: `tiered` serves from a fast baseline compile (Winch)
+    /// within moments of starting and swaps in optimized code (Cranelift) as it is ready.
+    #[arg(
+        long,
+        env = "POLICY_SERVER_COMPILERS",
+        value_enum,
+        default_value = "tiered"
+    )]
+    compilers: CompilerChoice,
+}
+
+impl CodeArgs {
+    fn runtime_config(&self, instances: u32, compile_cache_dir: Option<PathBuf>) -> RuntimeConfig {
+        RuntimeConfig {
+            memory_limit_bytes: self.policy_memory_limit_mib << 20,
+            max_concurrent_instances: instances,
+            compile_cache_dir,
+            compilers: self.compilers.into(),
+            ..RuntimeConfig::default()
+        }
+    }
+
+    fn load_options(&self, continue_on_errors: bool) -> LoadOptions {
+        LoadOptions {
+            default_timeout: Duration::from_secs(self.policy_timeout),
+            continue_on_errors,
+        }
+    }
+}
+
 #[derive(Debug, Args)]
 struct ServeArgs {
+    #[command(flatten)]
+    code: CodeArgs,
+    #[command(flatten)]
+    log: LogArgs,
     /// Address to listen on.
     #[arg(long, env = "KUBEWARDEN_BIND_ADDRESS", default_value = "0.0.0.0")]
     addr: IpAddr,
@@ -74,23 +140,12 @@ struct ServeArgs {
     /// Also answer /readiness and /livez over plain HTTP on this port.
     #[arg(long, env = "KUBEWARDEN_READINESS_PROBE_PORT")]
     readiness_probe_port: Option<u16>,
-    /// The policies to serve.
-    #[arg(long, env = "KUBEWARDEN_POLICIES", default_value = "policies.yml")]
-    policies: PathBuf,
     /// PEM certificate chain for TLS. Without it the server speaks plain HTTP.
     #[arg(long, env = "KUBEWARDEN_CERT_FILE", requires = "key_file")]
     cert_file: Option<PathBuf>,
     /// PEM private key for TLS.
     #[arg(long, env = "KUBEWARDEN_KEY_FILE", requires = "cert_file")]
     key_file: Option<PathBuf>,
-    /// Seconds one evaluation may run, unless the policy sets `timeoutEvalSeconds`.
-    #[arg(long, env = "KUBEWARDEN_POLICY_TIMEOUT", default_value_t = 2)]
-    policy_timeout: u64,
-    /// Log filter: a level (`info`) or tracing directives (`info,policy_server=debug`).
-    #[arg(long, env = "KUBEWARDEN_LOG_LEVEL", default_value = "info")]
-    log_level: String,
-    #[arg(long, env = "KUBEWARDEN_LOG_FMT", value_enum, default_value = "text")]
-    log_fmt: LogFormat,
     /// Start with a policies.yml that has no policies (refused otherwise: nothing would
     /// be served, and that is usually a mistake).
     #[arg(long, env = "POLICY_SERVER_ALLOW_EMPTY_POLICIES")]
@@ -160,13 +215,6 @@ struct ServeArgs {
     /// Kubeconfig to reach the Kubernetes API (default: in-cluster or the usual kubeconfig).
     #[arg(long)]
     kubeconfig: Option<PathBuf>,
-    /// Largest linear memory of one policy instance, in MiB.
-    #[arg(
-        long,
-        env = "POLICY_SERVER_POLICY_MEMORY_LIMIT_MIB",
-        default_value_t = 256
-    )]
-    policy_memory_limit_mib: usize,
     /// Also serve `POST /noop`, which parses a review and allows it without running any
     /// policy: the floor the benchmarks compare policies against. Never point Kubernetes
     /// at it.
@@ -177,29 +225,26 @@ struct ServeArgs {
     /// directory this server alone can write: its files are loaded as machine code.
     #[arg(long, env = "POLICY_SERVER_COMPILE_CACHE_DIR")]
     compile_cache_dir: Option<PathBuf>,
-    /// Compilers of policy code: `tiered` serves from a fast baseline compile (Winch)
-    /// within moments of starting and swaps in optimized code (Cranelift) as it is ready.
-    #[arg(
-        long,
-        env = "POLICY_SERVER_COMPILERS",
-        value_enum,
-        default_value = "tiered"
-    )]
-    compilers: CompilerChoice,
 }
 
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    let Command::Serve(args) = cli.command;
-    if let Err(err) = init_logging(&args) {
+    let log = match &cli.command {
+        Command::Serve(args) => &args.log,
+        Command::Precompile(args) => &args.log,
+    };
+    if let Err(err) = init_logging(log) {
         eprintln!("Error: {err:#}");
         return ExitCode::FAILURE;
     }
-    let result = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("cannot start the async runtime")
-        .and_then(|rt| rt.block_on(run(args)));
+    let result = match cli.command {
+        Command::Serve(args) => tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .context("cannot start the async runtime")
+            .and_then(|rt| rt.block_on(run(*args))),
+        Command::Precompile(args) => precompile::run(args),
+    };
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
@@ -210,7 +255,7 @@ pub fn main() -> ExitCode {
     }
 }
 
-fn init_logging(args: &ServeArgs) -> anyhow::Result<()> {
+fn init_logging(args: &LogArgs) -> anyhow::Result<()> {
     let filter = tracing_subscriber::EnvFilter::try_new(&args.log_level)
         .with_context(|| format!("invalid --log-level '{}'", args.log_level))?;
     // Colours only for a person at a terminal: in a log file they are noise, and a log
@@ -229,7 +274,7 @@ fn init_logging(args: &ServeArgs) -> anyhow::Result<()> {
 async fn run(args: ServeArgs) -> anyhow::Result<()> {
     // Installed first, so a SIGTERM during start-up is not fatal.
     let shutdown = shutdown_signal()?;
-    crate::config::check_timeout("--policy-timeout", args.policy_timeout)?;
+    crate::config::check_timeout("--policy-timeout", args.code.policy_timeout)?;
     let worker_limits = bounds::worker_limits(&args)?;
     let (server_limits, shutdown_timing) = bounds::server_limits(&args)?;
     // Certificates are read before anything compiles: a bad one fails the start at once.
@@ -246,19 +291,14 @@ async fn run(args: ServeArgs) -> anyhow::Result<()> {
             None
         }
     };
-    let file = PoliciesFile::load(&args.policies, args.allow_empty_policies)?;
-    let runtime = Arc::new(Runtime::new(RuntimeConfig {
-        memory_limit_bytes: args.policy_memory_limit_mib << 20,
-        // Evaluations in flight, plus one for start-up checks.
-        max_concurrent_instances: worker_limits.workers as u32 + 1,
-        compile_cache_dir: args.compile_cache_dir.clone(),
-        compilers: args.compilers.into(),
-        ..RuntimeConfig::default()
-    })?);
-    let options = LoadOptions {
-        default_timeout: Duration::from_secs(args.policy_timeout),
-        continue_on_errors: args.continue_on_errors,
-    };
+    let file = PoliciesFile::load(&args.code.policies, args.allow_empty_policies)?;
+    // Evaluations in flight, plus one for start-up checks and upgrades.
+    let instances = worker_limits.workers as u32 + 1;
+    let runtime = Arc::new(Runtime::new(
+        args.code
+            .runtime_config(instances, args.compile_cache_dir.clone()),
+    )?);
+    let options = args.code.load_options(args.continue_on_errors);
     let cluster = cluster::start_cluster_cache(&file, &args).await?;
     let cache = cluster.as_ref().map(|cluster| cluster.state.clone());
     let LoadedPolicies { policies, upgrades } = tokio::task::spawn_blocking({

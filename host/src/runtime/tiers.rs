@@ -121,9 +121,24 @@ pub struct PendingUpgrade {
     pub work: Upgrade<Arc<dyn PolicyGuest>>,
 }
 
-/// Runs the upgrades one after another on a thread of their own, swapping each module's
-/// code as its upgrade is done, then logs the compile cache's figures (which only then
-/// are final).
+impl PendingUpgrade {
+    /// Does the upgrade and swaps the module's code, or logs why the first code stays.
+    pub fn run(self, runtime: &Runtime) {
+        let started = Instant::now();
+        let _span = tracing::info_span!("upgrade", module = %self.module).entered();
+        match (self.work)(runtime) {
+            Ok(better) => {
+                let pre_initialized = better.is_pre_initialized();
+                self.target.replace(better);
+                tracing::info!(module = %self.module, elapsed = ?started.elapsed(), pre_initialized, "upgraded");
+            }
+            Err(reason) => tracing::info!(module = %self.module, "{reason:#}"),
+        }
+    }
+}
+
+/// Runs the upgrades one after another on a thread of their own, then logs the compile
+/// cache's figures (which only then are final).
 pub fn upgrade_in_background(
     runtime: Arc<Runtime>,
     pending: Vec<PendingUpgrade>,
@@ -132,17 +147,7 @@ pub fn upgrade_in_background(
         .name("policy-upgrades".into())
         .spawn(move || {
             for upgrade in pending {
-                let started = Instant::now();
-                let span = tracing::info_span!("upgrade", module = %upgrade.module).entered();
-                match (upgrade.work)(&runtime) {
-                    Ok(better) => {
-                        let pre_initialized = better.is_pre_initialized();
-                        upgrade.target.replace(better);
-                        tracing::info!(module = %upgrade.module, elapsed = ?started.elapsed(), pre_initialized, "upgraded");
-                    }
-                    Err(reason) => tracing::info!(module = %upgrade.module, "{reason:#}"),
-                }
-                drop(span);
+                upgrade.run(&runtime);
             }
             runtime.log_compile_cache();
         })
