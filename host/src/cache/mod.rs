@@ -132,18 +132,6 @@ impl ClusterCache for ClusterState {
     }
 }
 
-/// Hands memory freed by a burst of short-lived allocations back to the OS: parsing a
-/// whole List allocates several times its size, compiling policies far more, and glibc
-/// keeps what they freed in its per-thread arenas, where it would count against the
-/// server for good.
-pub fn release_freed_memory() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: malloc_trim only returns free pages of the allocator's heaps to the OS.
-    unsafe {
-        libc::malloc_trim(0);
-    }
-}
-
 /// Where the cache gets its objects.
 #[derive(Debug, Clone)]
 pub enum CacheSource {
@@ -178,7 +166,7 @@ pub async fn start(
         CacheSource::File(path) => {
             let state = Arc::new(ClusterState::new(kinds));
             state.publish_file(snapshot_file::load(path)?);
-            release_freed_memory();
+            crate::memory::release_freed_memory();
             Ok(Cluster {
                 state,
                 reviewer: None,

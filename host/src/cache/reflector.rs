@@ -37,7 +37,7 @@ pub async fn reflect(client: kube::Client, resolved: Resolved, state: Arc<Cluste
             state.publish(publication.index);
             if publication.relisted {
                 // It walks the whole heap: not on a runtime thread.
-                tokio::task::spawn_blocking(super::release_freed_memory);
+                tokio::task::spawn_blocking(crate::memory::release_freed_memory);
             }
         }
     }

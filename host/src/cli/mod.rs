@@ -312,7 +312,7 @@ async fn run(args: ServeArgs) -> anyhow::Result<()> {
     })
     .await
     .context("policy loading panicked")??;
-    crate::cache::release_freed_memory();
+    crate::memory::release_freed_memory();
 
     let socket = TcpListener::bind((args.addr, args.port))
         .await

@@ -146,9 +146,14 @@ pub fn upgrade_in_background(
     std::thread::Builder::new()
         .name("policy-upgrades".into())
         .spawn(move || {
+            let started = Instant::now();
+            let upgrades = pending.len();
             for upgrade in pending {
                 upgrade.run(&runtime);
             }
+            // Compiling allocates far more than the code it leaves.
+            crate::memory::release_freed_memory();
             runtime.log_compile_cache();
+            tracing::info!(upgrades, elapsed = ?started.elapsed(), "upgrades done");
         })
 }

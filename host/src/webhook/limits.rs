@@ -104,7 +104,7 @@ impl BodyBudget {
             return;
         }
         self.returned_since_trim.store(0, Ordering::Relaxed);
-        crate::cache::release_freed_memory();
+        crate::memory::release_freed_memory();
     }
 }
 
