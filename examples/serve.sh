@@ -7,7 +7,7 @@ cd "$(dirname "$0")"
 rustup target add wasm32-wasip1 wasm32-unknown-unknown wasm32-wasip2 >/dev/null
 cargo build --release --target wasm32-wasip1 -p required-labels -p deny-latest-tag \
   -p unique-ingress-host -p service-namespace-label -p unique-service-selector \
-  -p namespace-label -p tenant-namespace-limit
+  -p namespace-label -p tenant-namespace-limit -p pod-privileged
 cargo build --release --target wasm32-unknown-unknown -p default-labels
 cargo build --release --target wasm32-wasip2 -p service-namespace-label-component \
   -p unique-ingress-host-component -p default-labels-component \

@@ -8,7 +8,7 @@ pub mod admission;
 pub mod cache;
 pub mod cli;
 pub mod config;
-mod memory;
+pub mod memory;
 pub mod policy;
 pub mod runtime;
 pub mod throttle;

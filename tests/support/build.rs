@@ -33,6 +33,9 @@ pub struct Wasm {
     pub namespace_label: PathBuf,
     /// kubewarden-policy-sdk 0.17 `list_resources_all` with a label selector, wasm32-wasip1.
     pub tenant_namespace_limit: PathBuf,
+    /// kubewarden-policy-sdk 0.17 typed workloads (after Kubewarden's pod-privileged),
+    /// wasm32-wasip1.
+    pub pod_privileged: PathBuf,
     /// wit-bindgen component on `cluster-context@0.2.0`: the twin of `unique_service_selector`.
     pub unique_service_selector_component: PathBuf,
     /// wit-bindgen component on `cluster-context@0.2.0`: the twin of `tenant_namespace_limit`.
@@ -67,6 +70,7 @@ pub fn wasm() -> &'static Wasm {
                 "unique-service-selector",
                 "namespace-label",
                 "tenant-namespace-limit",
+                "pod-privileged",
             ],
         );
         cargo_build(&examples, "wasm32-unknown-unknown", &["default-labels"]);
@@ -112,6 +116,7 @@ pub fn wasm() -> &'static Wasm {
             unique_service_selector: module(&examples, "wasm32-wasip1", "unique_service_selector"),
             namespace_label: module(&examples, "wasm32-wasip1", "namespace_label"),
             tenant_namespace_limit: module(&examples, "wasm32-wasip1", "tenant_namespace_limit"),
+            pod_privileged: module(&examples, "wasm32-wasip1", "pod_privileged"),
             unique_service_selector_component: module(
                 &examples,
                 "wasm32-wasip2",

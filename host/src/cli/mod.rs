@@ -312,6 +312,8 @@ async fn run(args: ServeArgs) -> anyhow::Result<()> {
     })
     .await
     .context("policy loading panicked")??;
+    // What the upgrades compile makes a new compiling engine when they start.
+    runtime.release_compiler();
     crate::memory::release_freed_memory();
 
     let socket = TcpListener::bind((args.addr, args.port))

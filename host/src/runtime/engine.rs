@@ -7,8 +7,8 @@
 //! engine that compiled it); with one compiler chosen, both tiers share one engine.
 
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -81,6 +81,12 @@ pub struct Runtime {
     /// Makes what serves first: the same engine as `optimized` unless tiered.
     baseline: Engine,
     tiered: bool,
+    /// Optimized code is compiled by an engine of its own and loaded into `optimized`:
+    /// Cranelift keeps the working memory of each compile in its engine for good (tens
+    /// of MiB after a 1 MB SDK policy), so the compiling engine is dropped after a batch
+    /// (see [`Self::release_compiler`]).
+    compiler_config: Config,
+    compiler: Mutex<Option<Engine>>,
     config: RuntimeConfig,
     /// Compiled and pre-initialized modules from earlier runs.
     compile_cache: Option<ArtifactStore>,
@@ -116,7 +122,7 @@ impl Runtime {
                 .table_keep_resident(KEEP_RESIDENT_BYTES);
         }
 
-        let engine = |strategy: Strategy| -> anyhow::Result<Engine> {
+        let engine_config = |strategy: Strategy| {
             let mut wasm_config = Config::new();
             wasm_config
                 .strategy(strategy)
@@ -124,17 +130,20 @@ impl Runtime {
                 .max_wasm_stack(config.max_wasm_stack_bytes)
                 .memory_init_cow(true)
                 .allocation_strategy(InstanceAllocationStrategy::Pooling(pooling.clone()));
-            Engine::new(&wasm_config)
+            wasm_config
+        };
+        let engine = |strategy: Strategy| -> anyhow::Result<Engine> {
+            Engine::new(&engine_config(strategy))
                 .map_err(anyhow::Error::from)
                 .with_context(|| format!("cannot configure the wasm engine ({strategy:?})"))
         };
+        let optimized_strategy = match config.compilers {
+            Compilers::Winch => Strategy::Winch,
+            Compilers::Tiered | Compilers::Cranelift => Strategy::Cranelift,
+        };
         let (optimized, baseline) = match config.compilers {
-            Compilers::Cranelift => {
-                let engine = engine(Strategy::Cranelift)?;
-                (engine.clone(), engine)
-            }
-            Compilers::Winch => {
-                let engine = engine(Strategy::Winch)?;
+            Compilers::Cranelift | Compilers::Winch => {
+                let engine = engine(optimized_strategy)?;
                 (engine.clone(), engine)
             }
             Compilers::Tiered => {
@@ -168,6 +177,8 @@ impl Runtime {
             optimized,
             baseline,
             tiered,
+            compiler_config: engine_config(optimized_strategy),
+            compiler: Mutex::new(None),
             config,
             compile_cache,
             _ticker: ticker,
@@ -198,10 +209,12 @@ impl Runtime {
             wasm,
             tier,
             |engine, wasm| Module::new(engine, wasm),
-            // SAFETY: the bytes come from a file in a directory only this user can write
-            // (checked when the cache opened, and the file's own owner and mode when it
-            // was read), whose header says `Module::serialize` made it from this module
-            // for an engine with these settings; wasmtime checks the engine again.
+            // SAFETY: the bytes are what `Module::serialize` made a moment ago in the
+            // compiling engine (same settings), or come from a file in a directory only
+            // this user can write (checked when the cache opened, and the file's own owner
+            // and mode when it was read), whose header says `Module::serialize` made it
+            // from this module for an engine with these settings; wasmtime checks the
+            // engine again.
             |engine, code| unsafe { Module::deserialize(engine, code) },
             |module| module.serialize(),
         )
@@ -228,24 +241,45 @@ impl Runtime {
         save: impl Fn(&T) -> wasmtime::Result<Vec<u8>>,
     ) -> anyhow::Result<T> {
         let engine = self.engine(tier);
-        // Baseline code lives for seconds: not worth a file.
-        let cache = match &self.compile_cache {
-            Some(cache) if Engine::same(engine, &self.optimized) => cache,
-            _ => return compile(engine, wasm).map_err(anyhow::Error::from),
-        };
+        if !Engine::same(engine, &self.optimized) {
+            // Baseline code lives for seconds: not worth a file, nor a compiling engine.
+            return compile(engine, wasm).map_err(anyhow::Error::from);
+        }
         if let Some(compiled) = self.load_cached(wasm, &load) {
             return Ok(compiled);
         }
-        let source = source_digest(wasm);
-        let compiled = compile(engine, wasm).map_err(anyhow::Error::from)?;
-        match save(&compiled)
-            .map_err(anyhow::Error::from)
-            .and_then(|code| cache.store(ArtifactKind::Compiled, &source, &code))
+        let compiler = self.compiler()?;
+        let code = compile(&compiler, wasm)
+            .and_then(|scratch| save(&scratch))
+            .map_err(anyhow::Error::from)?;
+        if let Some(cache) = &self.compile_cache
+            && let Err(e) = cache.store(ArtifactKind::Compiled, &source_digest(wasm), &code)
         {
-            Ok(()) => {}
-            Err(e) => tracing::warn!("cannot keep the compiled policy for the next start: {e:#}"),
+            tracing::warn!("cannot keep the compiled policy for the next start: {e:#}");
         }
-        Ok(compiled)
+        load(&self.optimized, &code).map_err(anyhow::Error::from)
+    }
+
+    /// The engine that compiles optimized code, made on first use after a release.
+    fn compiler(&self) -> anyhow::Result<Engine> {
+        let mut compiler = self.compiler.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(engine) = &*compiler {
+            return Ok(engine.clone());
+        }
+        let engine = Engine::new(&self.compiler_config)
+            .map_err(anyhow::Error::from)
+            .context("cannot configure the compiling engine")?;
+        *compiler = Some(engine.clone());
+        Ok(engine)
+    }
+
+    /// Drops the compiling engine and the working memory it kept; the next compile of
+    /// optimized code makes a new one.
+    pub fn release_compiler(&self) {
+        self.compiler
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
     }
 
     /// The optimized code an earlier run compiled from `wasm`, if the cache has it.

@@ -152,6 +152,7 @@ pub fn upgrade_in_background(
                 upgrade.run(&runtime);
             }
             // Compiling allocates far more than the code it leaves.
+            runtime.release_compiler();
             crate::memory::release_freed_memory();
             runtime.log_compile_cache();
             tracing::info!(upgrades, elapsed = ?started.elapsed(), "upgrades done");
