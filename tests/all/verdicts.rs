@@ -240,3 +240,46 @@ async fn kubewarden_annotated_modules_run_and_other_execution_modes_are_refused(
         "{output}"
     );
 }
+
+#[tokio::test]
+async fn an_sdk_policy_on_typed_workloads_finds_privileged_containers_in_any_of_them() {
+    let server = start([
+        ("privileged", Policy::new(&wasm().pod_privileged)),
+        (
+            "privileged-skip-init",
+            Policy::new(&wasm().pod_privileged).settings(json!({"skip_init_containers": true})),
+        ),
+    ]);
+    let privileged = json!({"privileged": true});
+    let mut workload = deployment("api", json!({}), &["nginx:1.27", "redis:7"]);
+    workload["spec"]["template"]["spec"]["containers"][1]["securityContext"] = privileged.clone();
+    let rejected = server.validate("privileged", &review(workload)).await;
+    assert_eq!(rejected["allowed"], false, "{rejected}");
+    assert_eq!(
+        rejected["status"]["message"],
+        "Privileged container is not allowed: c1"
+    );
+
+    let mut with_init = pod("web", json!({}), &["nginx:1.27"]);
+    with_init["spec"]["initContainers"] =
+        json!([{"name": "setup", "image": "busybox:1", "securityContext": privileged}]);
+    let rejected = server
+        .validate("privileged", &review(with_init.clone()))
+        .await;
+    assert_eq!(
+        rejected["status"]["message"],
+        "Privileged container is not allowed: setup"
+    );
+    let skipped = server
+        .validate("privileged-skip-init", &review(with_init))
+        .await;
+    assert_eq!(skipped["allowed"], true, "{skipped}");
+
+    let plain = server
+        .validate(
+            "privileged",
+            &review(pod("web", json!({}), &["nginx:1.27"])),
+        )
+        .await;
+    assert_eq!(plain["allowed"], true, "{plain}");
+}
