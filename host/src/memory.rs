@@ -13,14 +13,18 @@
 /// `mallopt`, the server held 71-73 MiB.
 const MAX_ARENAS: i32 = 1;
 
-/// Caps glibc's arenas at [`MAX_ARENAS`], unless `MALLOC_ARENA_MAX` says otherwise. Call
+/// Caps glibc's arenas at [`MAX_ARENAS`], unless `MALLOC_ARENA_MAX` (or the
+/// `glibc.malloc.arena_max` tunable) says otherwise. Call
 /// it first in `main`, before any thread starts.
 pub fn limit_allocator_arenas() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    if std::env::var_os("MALLOC_ARENA_MAX").is_none() {
-        // SAFETY: mallopt only changes the allocator's tuning; no thread allocates yet.
-        unsafe {
-            libc::mallopt(libc::M_ARENA_MAX, MAX_ARENAS);
+    {
+        let tunables = std::env::var("GLIBC_TUNABLES").unwrap_or_default();
+        if std::env::var_os("MALLOC_ARENA_MAX").is_none() && !tunables.contains("arena_max") {
+            // SAFETY: mallopt only changes the allocator's tuning; no thread allocates yet.
+            unsafe {
+                libc::mallopt(libc::M_ARENA_MAX, MAX_ARENAS);
+            }
         }
     }
 }

@@ -32,6 +32,9 @@ pub(crate) enum ArtifactKind {
     Compiled,
     /// A pre-initialized module (wasm), see [`super::preinit`].
     PreInitialized,
+    /// Why a module's start-up cannot be captured (text): a later start serves its
+    /// optimized code at once instead of trying again.
+    StartUpStays,
 }
 
 impl ArtifactKind {
@@ -39,6 +42,7 @@ impl ArtifactKind {
         match self {
             Self::Compiled => "compiled",
             Self::PreInitialized => "pre-initialized",
+            Self::StartUpStays => "start-up-stays",
         }
     }
 }
@@ -69,7 +73,11 @@ impl ArtifactStore {
             misses: AtomicUsize::new(0),
         };
         private_dir(root)?;
-        for kind in [ArtifactKind::Compiled, ArtifactKind::PreInitialized] {
+        for kind in [
+            ArtifactKind::Compiled,
+            ArtifactKind::PreInitialized,
+            ArtifactKind::StartUpStays,
+        ] {
             private_dir(&store.root.join(kind.folder()))?;
         }
         Ok(store)

@@ -177,7 +177,12 @@ impl Runtime {
             optimized,
             baseline,
             tiered,
-            compiler_config: engine_config(optimized_strategy),
+            // It only compiles: no pool of instances to reserve.
+            compiler_config: {
+                let mut config = engine_config(optimized_strategy);
+                config.allocation_strategy(InstanceAllocationStrategy::OnDemand);
+                config
+            },
             compiler: Mutex::new(None),
             config,
             compile_cache,
@@ -309,6 +314,28 @@ impl Runtime {
     pub(crate) fn load_pre_initialized(&self, original: &[u8]) -> Option<Vec<u8>> {
         let cache = self.compile_cache.as_ref()?;
         cache.load(ArtifactKind::PreInitialized, &source_digest(original))
+    }
+
+    /// Whether an earlier run found that `original`'s start-up cannot be captured.
+    pub(crate) fn start_up_stays(&self, original: &[u8]) -> bool {
+        self.compile_cache.as_ref().is_some_and(|cache| {
+            cache
+                .load(ArtifactKind::StartUpStays, &source_digest(original))
+                .is_some()
+        })
+    }
+
+    /// Keeps, for the next start, why `original`'s start-up cannot be captured.
+    pub(crate) fn store_start_up_stays(&self, original: &[u8], reason: &str) {
+        if let Some(cache) = &self.compile_cache
+            && let Err(e) = cache.store(
+                ArtifactKind::StartUpStays,
+                &source_digest(original),
+                reason.as_bytes(),
+            )
+        {
+            tracing::warn!("cannot keep the reason for the next start: {e:#}");
+        }
     }
 
     /// Keeps the pre-initialized module made from `original` for the next start.

@@ -56,6 +56,10 @@ impl WapcModule {
                 Err(e) => tracing::warn!("ignoring a stored snapshot: {e:#}"),
             }
         }
+        if runtime.start_up_stays(bytes) {
+            tracing::info!("start-up runs for every evaluation, as an earlier start found");
+            return Self::compile_ordinary(runtime, bytes);
+        }
         let instrumented = match preinit::instrument(bytes) {
             Ok(instrumented) => instrumented,
             // Let wasmtime say how.
@@ -94,11 +98,19 @@ impl WapcModule {
                 }
                 Err(reason) => {
                     tracing::info!("start-up runs for every evaluation: {reason}");
-                    // Still worth optimized code, when the first was baseline.
+                    // A time limit may not hold on another start (or another tier).
+                    if !matches!(
+                        reason,
+                        NotPreInitialized::StartUpFails(EvalError::Timeout(_))
+                    ) {
+                        runtime.store_start_up_stays(&original, &reason.to_string());
+                    }
+                    // Still worth optimized code, when the first was baseline: that of
+                    // the original, which a later start finds in the compile cache.
                     if Engine::same(module.engine(), runtime.engine(Tier::Optimized)) {
                         anyhow::bail!("the first compile stays");
                     }
-                    let (_, pre) = link(runtime, Tier::Optimized, &instrumented.wasm)?;
+                    let (_, pre) = link(runtime, Tier::Optimized, &original)?;
                     Ok(Self::ordinary(pre))
                 }
             }

@@ -130,3 +130,42 @@ fn start_up_that_exits_runs_in_every_instance() {
     let start = r#"(func (export "_start") (call $init) (call $exit (i32.const 0)))"#;
     check(&guest(start, ""), false);
 }
+
+#[test]
+fn a_start_up_found_uncapturable_is_not_tried_again_on_the_next_start() {
+    let cache = tempfile::tempdir().unwrap();
+    let start = r#"(func (export "_start") (call $init) (call $exit (i32.const 0)))"#;
+    let wasm = guest(start, "");
+    let runtime = || {
+        Runtime::new(crate::runtime::RuntimeConfig {
+            compile_cache_dir: Some(cache.path().to_owned()),
+            ..Default::default()
+        })
+        .unwrap()
+    };
+    let first_start = runtime();
+    let first = WapcModule::compile(&first_start, &wasm).unwrap();
+    assert!(first.upgrade.is_some(), "the first start tries");
+    let upgraded = first.finish(&first_start);
+    assert!(!upgraded.is_pre_initialized());
+
+    // The next start serves the optimized code the first one kept, with nothing to try.
+    let next_start = runtime();
+    let next = WapcModule::compile(&next_start, &wasm).unwrap();
+    assert!(next.upgrade.is_none(), "start-up is not captured again");
+    assert!(Engine::same(
+        next.guest.pre.module().engine(),
+        next_start.engine(Tier::Optimized)
+    ));
+    let answer = next
+        .guest
+        .call(
+            &next_start,
+            context(),
+            Duration::from_secs(1),
+            "validate",
+            Bytes::new(),
+        )
+        .unwrap();
+    assert_eq!(answer, b"A*3");
+}
