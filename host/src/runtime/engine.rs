@@ -7,9 +7,7 @@
 //! engine that compiled it); with one compiler chosen, both tiers share one engine.
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
+use std::sync::Mutex;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -19,9 +17,7 @@ use wasmtime::{
 };
 
 use super::artifacts::{ArtifactKind, ArtifactStore, SourceDigest, source_digest};
-
-/// How often the epoch advances. Time limits are enforced with this granularity.
-const EPOCH_TICK: Duration = Duration::from_millis(10);
+use super::epoch::EpochTicker;
 
 /// Memory of a finished instance kept mapped for the next instance of the same slot,
 /// when only written pages need resetting (see `Runtime::new`).
@@ -363,11 +359,9 @@ impl Runtime {
             .map(ArtifactStore::hits_and_misses)
     }
 
-    /// Epoch ticks that make up `timeout`, rounded up, plus one because the current tick
-    /// may be about to end.
+    /// Epoch ticks that make up `timeout` (see [`super::epoch`]).
     pub(crate) fn deadline_ticks(&self, timeout: Duration) -> u64 {
-        let tick = EPOCH_TICK.as_nanos();
-        (timeout.as_nanos().div_ceil(tick) as u64).saturating_add(1)
+        super::epoch::deadline_ticks(timeout)
     }
 }
 
@@ -383,42 +377,4 @@ fn artifact_salt(engine: &Engine, config: &RuntimeConfig) -> Vec<u8> {
     salt.extend_from_slice(&config.memory_limit_bytes.to_le_bytes());
     salt.extend_from_slice(env!("CARGO_PKG_VERSION").as_bytes());
     salt
-}
-
-/// Advances the engines' epoch every [`EPOCH_TICK`] on a thread of its own, so a guest
-/// stuck in a loop is interrupted even when every runtime worker is busy.
-struct EpochTicker {
-    stop: Arc<AtomicBool>,
-    thread: Option<JoinHandle<()>>,
-}
-
-impl EpochTicker {
-    fn start(engines: Vec<Engine>) -> Self {
-        let stop = Arc::new(AtomicBool::new(false));
-        let thread = std::thread::Builder::new()
-            .name("epoch-ticker".into())
-            .spawn({
-                let stop = stop.clone();
-                move || {
-                    while !stop.load(Ordering::Relaxed) {
-                        std::thread::sleep(EPOCH_TICK);
-                        engines.iter().for_each(Engine::increment_epoch);
-                    }
-                }
-            })
-            .expect("spawning the epoch ticker thread");
-        Self {
-            stop,
-            thread: Some(thread),
-        }
-    }
-}
-
-impl Drop for EpochTicker {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
-    }
 }

@@ -5,6 +5,7 @@ mod answer_text;
 mod artifacts;
 pub mod component;
 mod engine;
+mod epoch;
 mod error;
 mod guest;
 mod guest_output;

@@ -10,11 +10,10 @@ use std::time::Duration;
 
 use anyhow::Context;
 use bytes::Bytes;
-use guest_adapter::{AccessRules, Answer, GuestSession, NoCluster, PolicyContext};
+use guest_adapter::{Answer, GuestSession, PolicyContext};
 use wapc::wapc_functions::{
     GUEST_CALL, GUEST_ERROR_FN, GUEST_REQUEST_FN, GUEST_RESPONSE_FN, HOST_CALL, HOST_CONSOLE_LOG,
-    HOST_ERROR_FN, HOST_ERROR_LEN_FN, HOST_RESPONSE_FN, HOST_RESPONSE_LEN_FN, TINYGO_START,
-    WAPC_INIT,
+    HOST_ERROR_FN, HOST_ERROR_LEN_FN, HOST_RESPONSE_FN, HOST_RESPONSE_LEN_FN,
 };
 use wasmtime::{Caller, Engine, Instance, InstancePre, Linker, Memory, Module, Store, TypedFunc};
 use wasmtime_wasi::I32Exit;
@@ -27,10 +26,9 @@ use super::{EvalError, FirstCompile, Runtime, Tier, preinit};
 
 mod abi;
 mod operations;
+mod start_up;
 use abi::{start_up_linker, wapc_linker};
-
-/// Start-up gets this long when it runs at load time for [`pre_initialize`].
-const PRE_INITIALIZATION_TIMEOUT: Duration = Duration::from_secs(2);
+use start_up::{pre_initialize, run_start_up};
 
 /// A compiled waPC module, linked and ready to be instantiated any number of times.
 pub struct WapcModule {
@@ -303,78 +301,6 @@ fn instantiate(
     })?;
     store.data_mut().memory = Some(memory);
     Ok((store, instance))
-}
-
-/// How a guest's start-up ended, when it did not fail.
-#[derive(Debug, PartialEq, Eq)]
-enum StartUp {
-    Returned,
-    /// It called `proc_exit(0)`, as TinyGo's `_start` does.
-    Exited,
-}
-
-/// Runs the guest's own set-up: TinyGo's runtime in `_start`, then `wapc_init`.
-fn run_start_up(
-    instance: &Instance,
-    store: &mut Store<WapcState>,
-    timeout: Duration,
-) -> Result<StartUp, EvalError> {
-    let mut outcome = StartUp::Returned;
-    for start in [TINYGO_START, WAPC_INIT] {
-        let Some(func) = instance.get_func(&mut *store, start) else {
-            continue;
-        };
-        let func = func
-            .typed::<(), ()>(&*store)
-            .map_err(|_| EvalError::Protocol(format!("`{start}` must take no arguments")))?;
-        match func.call(&mut *store, ()) {
-            Ok(()) => {}
-            Err(e) if e.downcast_ref::<I32Exit>().is_some_and(|exit| exit.0 == 0) => {
-                outcome = StartUp::Exited;
-            }
-            Err(e) => return Err(guest_error(store, e, timeout)),
-        }
-    }
-    Ok(outcome)
-}
-
-/// Runs start-up once in the instrumented module and returns the original rewritten to
-/// begin where start-up left off; or why that cannot stand in for running start-up.
-fn pre_initialize(
-    pre: &InstancePre<WapcState>,
-    runtime: &Runtime,
-    original: &[u8],
-    plan: &preinit::Plan,
-) -> Result<Vec<u8>, NotPreInitialized> {
-    let context = Arc::new(PolicyContext::new(
-        "(pre-initialization)",
-        AccessRules::default(),
-        Arc::new(NoCluster),
-    ));
-    let (mut store, instance) = instantiate(pre, runtime, context, PRE_INITIALIZATION_TIMEOUT)
-        .map_err(NotPreInitialized::StartUpFails)?;
-    match run_start_up(&instance, &mut store, PRE_INITIALIZATION_TIMEOUT) {
-        Ok(StartUp::Returned) => {}
-        Ok(StartUp::Exited) => return Err(NotPreInitialized::StartUpExits),
-        Err(e) => return Err(NotPreInitialized::StartUpFails(e)),
-    }
-    if store.data().host_calls > 0 {
-        return Err(NotPreInitialized::StartUpCallsHost);
-    }
-    let globals = plan
-        .global_exports()
-        .map(|name| {
-            instance
-                .get_global(&mut store, &name)
-                .map(|global| global.get(&mut store))
-        })
-        .collect::<Option<Vec<_>>>()
-        .ok_or(NotPreInitialized::MissingExport("global"))?;
-    let memory = instance
-        .get_memory(&mut store, plan.memory_export())
-        .ok_or(NotPreInitialized::MissingExport("memory"))?;
-    preinit::snapshot(original, plan, memory.data(&store), &globals)
-        .map_err(NotPreInitialized::Snapshot)
 }
 
 /// Per-instance host state.

@@ -1,5 +1,7 @@
 //! The waPC runner: pre-initialization, fresh instances, and the ABI as guests see it.
 use super::*;
+use guest_adapter::{AccessRules, NoCluster};
+
 use crate::runtime::PolicyGuest;
 
 /// A guest whose start-up grows memory, writes to it and sets a global, and whose
