@@ -6,7 +6,7 @@ use policy_server_e2e::requests::{pod, review};
 use policy_server_e2e::{Policies, Policy, wasm};
 use serde_json::{Value, json};
 
-use crate::{deny_latest_tag, required_labels, server};
+use crate::{deny_latest_tag, module_event, required_labels, server};
 
 #[tokio::test]
 async fn the_compile_cache_is_filled_once_and_then_used() {
@@ -31,14 +31,6 @@ async fn the_compile_cache_is_filled_once_and_then_used() {
         (Some(0), Some(2)),
         "{logged}"
     );
-    let module_event = |message: &'static str, module: &'static str| {
-        move |event: &Value| {
-            event["message"] == message
-                && event["module"]
-                    .as_str()
-                    .is_some_and(|m| m.ends_with(module))
-        }
-    };
     for module in ["required_labels.wasm", "deny_latest_tag.wasm"] {
         let compiled = cold.wait_for_log(module_event("compiled", module)).await;
         assert_eq!(
@@ -163,14 +155,7 @@ async fn a_server_started_on_a_precompiled_cache_compiles_nothing() {
         "{logged}"
     );
     for module in ["required_labels.wasm", "deny_latest_tag.wasm"] {
-        let compiled = server
-            .wait_for_log(|event| {
-                event["message"] == "compiled"
-                    && event["module"]
-                        .as_str()
-                        .is_some_and(|m| m.ends_with(module))
-            })
-            .await;
+        let compiled = server.wait_for_log(module_event("compiled", module)).await;
         assert_eq!(
             (&compiled["pre_initialized"], &compiled["upgrading"]),
             (&json!(true), &json!(false)),

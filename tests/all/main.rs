@@ -99,6 +99,17 @@ fn message(response: &Value) -> String {
         .to_owned()
 }
 
+/// Matches the log event `message` about the module whose path ends with `module`.
+fn module_event(message: &'static str, module: &str) -> impl Fn(&Value) -> bool {
+    let module = module.to_owned();
+    move |event| {
+        event["message"] == message
+            && event["module"]
+                .as_str()
+                .is_some_and(|path| path.ends_with(&module))
+    }
+}
+
 /// The cluster snapshot the examples ship.
 fn example_snapshot() -> String {
     policy_server_e2e::build::repo_root()

@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 
 use crate::{
     default_labels, deny_latest_tag, example_snapshot, message, misbehaving, misbehaving_component,
-    required_labels, server,
+    module_event, required_labels, server,
 };
 
 fn every_kind() -> Vec<(&'static str, Policy)> {
@@ -152,20 +152,10 @@ async fn a_tiered_server_serves_at_once_and_swaps_in_optimized_code() {
         &wasm().misbehaving_component,
     ];
     for module in modules {
-        let name = module.file_name().unwrap().to_str().unwrap().to_owned();
-        let compiled = server
-            .wait_for_log(|event| {
-                event["message"] == "compiled"
-                    && event["module"].as_str().is_some_and(|m| m.ends_with(&name))
-            })
-            .await;
+        let name = module.file_name().unwrap().to_str().unwrap();
+        let compiled = server.wait_for_log(module_event("compiled", name)).await;
         assert_eq!(compiled["upgrading"], true, "{compiled}");
-        server
-            .wait_for_log(|event| {
-                event["message"] == "upgraded"
-                    && event["module"].as_str().is_some_and(|m| m.ends_with(&name))
-            })
-            .await;
+        server.wait_for_log(module_event("upgraded", name)).await;
     }
     assert_eq!(answers(&server).await, before);
 }

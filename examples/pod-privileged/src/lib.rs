@@ -57,35 +57,26 @@ fn validate(payload: &[u8]) -> CallResult {
 }
 
 fn privileged_containers(spec: &PodSpec, settings: &Settings) -> Vec<String> {
-    let is_privileged = |context: &Option<SecurityContext>| {
+    let privileged = |context: &Option<SecurityContext>| {
         context
             .as_ref()
             .and_then(|context| context.privileged)
             .unwrap_or(false)
     };
-    let mut found: Vec<String> = spec
+    let init = (!settings.skip_init_containers).then_some(&spec.init_containers);
+    let containers = spec
         .containers
         .iter()
-        .filter(|c| is_privileged(&c.security_context))
-        .map(|c| c.name.clone())
-        .collect();
-    if !settings.skip_init_containers {
-        found.extend(
-            spec.init_containers
-                .iter()
-                .flatten()
-                .filter(|c| is_privileged(&c.security_context))
-                .map(|c| c.name.clone()),
-        );
-    }
-    if !settings.skip_ephemeral_containers {
-        found.extend(
-            spec.ephemeral_containers
-                .iter()
-                .flatten()
-                .filter(|c| is_privileged(&c.security_context))
-                .map(|c| c.name.clone()),
-        );
-    }
-    found
+        .chain(init.into_iter().flatten().flatten())
+        .filter(|c| privileged(&c.security_context))
+        .map(|c| c.name.clone());
+    // Ephemeral containers are a type of their own, with the same two fields.
+    let ephemeral = (!settings.skip_ephemeral_containers)
+        .then_some(&spec.ephemeral_containers)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|c| privileged(&c.security_context))
+        .map(|c| c.name.clone());
+    containers.chain(ephemeral).collect()
 }
