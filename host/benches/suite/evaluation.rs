@@ -70,6 +70,14 @@ pub fn run(report: &mut Report, scale: &Scale) -> anyhow::Result<()> {
             context: no_cluster.clone(),
         },
         Case {
+            name: "pod-privileged",
+            style: "waPC (SDK 0.17, wasip1)",
+            wasm: wasm.pod_privileged.clone(),
+            request: labelled_pod.clone(),
+            settings: json!({"skip_init_containers": false}),
+            context: no_cluster.clone(),
+        },
+        Case {
             name: "deny-latest-tag",
             style: "waPC (wapc-guest, wasip1)",
             wasm: wasm.deny_latest_tag.clone(),

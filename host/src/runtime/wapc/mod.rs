@@ -15,7 +15,9 @@ use wapc::wapc_functions::{
     GUEST_CALL, GUEST_ERROR_FN, GUEST_REQUEST_FN, GUEST_RESPONSE_FN, HOST_CALL, HOST_CONSOLE_LOG,
     HOST_ERROR_FN, HOST_ERROR_LEN_FN, HOST_RESPONSE_FN, HOST_RESPONSE_LEN_FN,
 };
-use wasmtime::{Caller, Engine, Instance, InstancePre, Linker, Memory, Module, Store, TypedFunc};
+use wasmtime::{
+    Caller, Engine, Instance, InstancePre, Linker, Memory, Module, ModuleExport, Store, TypedFunc,
+};
 use wasmtime_wasi::I32Exit;
 use wasmtime_wasi::p1::WasiP1Ctx;
 
@@ -33,6 +35,8 @@ use start_up::{pre_initialize, run_start_up};
 /// A compiled waPC module, linked and ready to be instantiated any number of times.
 pub struct WapcModule {
     pre: InstancePre<WapcState>,
+    /// The exports every instance looks up, resolved once (a lookup by name hashes).
+    exports: Exports,
     /// Start-up (`_start`, `wapc_init`) ran once when the module was loaded and its
     /// instances begin where it left off (see [`super::preinit`]); otherwise every
     /// instance runs it.
@@ -137,16 +141,18 @@ impl WapcModule {
     }
 
     fn ordinary(pre: InstancePre<WapcState>) -> Self {
-        Self {
-            pre,
-            pre_initialized: false,
-        }
+        Self::new(pre, false)
     }
 
     fn pre_initialized(pre: InstancePre<WapcState>) -> Self {
+        Self::new(pre, true)
+    }
+
+    fn new(pre: InstancePre<WapcState>, pre_initialized: bool) -> Self {
         Self {
+            exports: Exports::of(pre.module()),
             pre,
-            pre_initialized: true,
+            pre_initialized,
         }
     }
 
@@ -216,12 +222,19 @@ impl<'r> WapcInstance<'r> {
         context: Arc<PolicyContext>,
         timeout: Duration,
     ) -> Result<Self, EvalError> {
-        let (mut store, instance) = instantiate(&module.pre, runtime, context, timeout)?;
+        let (mut store, instance) =
+            instantiate(&module.pre, &module.exports, runtime, context, timeout)?;
         if !module.pre_initialized {
             run_start_up(&instance, &mut store, timeout)?;
         }
-        let guest_call = instance
-            .get_typed_func::<(i32, i32), i32>(&mut store, GUEST_CALL)
+        let guest_call = module
+            .exports
+            .guest_call
+            .as_ref()
+            .and_then(|export| instance.get_module_export(&mut store, export))
+            .and_then(|export| export.into_func())
+            .ok_or_else(|| EvalError::Protocol(format!("no `{GUEST_CALL}` function")))?
+            .typed::<(i32, i32), i32>(&store)
             .map_err(|e| EvalError::Protocol(format!("bad `{GUEST_CALL}` export: {e}")))?;
         Ok(Self {
             store,
@@ -275,6 +288,7 @@ impl<'r> WapcInstance<'r> {
 /// A new instance in a store of its own, with its memory known to the host functions.
 fn instantiate(
     pre: &InstancePre<WapcState>,
+    exports: &Exports,
     runtime: &Runtime,
     context: Arc<PolicyContext>,
     timeout: Duration,
@@ -296,11 +310,31 @@ fn instantiate(
         Ok(instance) => instance,
         Err(e) => return Err(instantiation_error(&mut store, e, timeout)),
     };
-    let memory = instance.get_memory(&mut store, "memory").ok_or_else(|| {
+    let memory = exports
+        .memory
+        .as_ref()
+        .and_then(|export| instance.get_module_export(&mut store, export))
+        .and_then(|export| export.into_memory());
+    let memory = memory.ok_or_else(|| {
         EvalError::Protocol("the module does not export its memory as `memory`".into())
     })?;
     store.data_mut().memory = Some(memory);
     Ok((store, instance))
+}
+
+/// Exports of a module, resolved for [`Instance::get_module_export`].
+struct Exports {
+    guest_call: Option<ModuleExport>,
+    memory: Option<ModuleExport>,
+}
+
+impl Exports {
+    fn of(module: &Module) -> Self {
+        Self {
+            guest_call: module.get_export_index(GUEST_CALL),
+            memory: module.get_export_index("memory"),
+        }
+    }
 }
 
 /// Per-instance host state.

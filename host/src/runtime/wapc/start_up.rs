@@ -9,7 +9,7 @@ use wapc::wapc_functions::{TINYGO_START, WAPC_INIT};
 use wasmtime::{Instance, InstancePre, Store};
 use wasmtime_wasi::I32Exit;
 
-use super::{WapcState, instantiate};
+use super::{Exports, WapcState, instantiate};
 use crate::runtime::error::NotPreInitialized;
 use crate::runtime::limits::guest_error;
 use crate::runtime::{EvalError, Runtime, preinit};
@@ -63,8 +63,10 @@ pub(super) fn pre_initialize(
         AccessRules::default(),
         Arc::new(NoCluster),
     ));
-    let (mut store, instance) = instantiate(pre, runtime, context, PRE_INITIALIZATION_TIMEOUT)
-        .map_err(NotPreInitialized::StartUpFails)?;
+    let exports = Exports::of(pre.module());
+    let (mut store, instance) =
+        instantiate(pre, &exports, runtime, context, PRE_INITIALIZATION_TIMEOUT)
+            .map_err(NotPreInitialized::StartUpFails)?;
     match run_start_up(&instance, &mut store, PRE_INITIALIZATION_TIMEOUT) {
         Ok(StartUp::Returned) => {}
         Ok(StartUp::Exited) => return Err(NotPreInitialized::StartUpExits),
