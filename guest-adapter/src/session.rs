@@ -7,6 +7,7 @@ use crate::access::AccessRules;
 use crate::answer::Answer;
 use crate::cluster::{CacheError, ClusterCache, KindSnapshot, Scope};
 use crate::query::{ClusterQuery, GetQuery, InvalidArgument, ListQuery, ResourceKind};
+use crate::record::HostCallRecorder;
 use crate::review::{AccessReview, AccessReviewer};
 use crate::untrusted::{LogBudget, MAX_LOGGED_BYTES_PER_EVALUATION};
 
@@ -71,6 +72,7 @@ pub struct PolicyContext {
     access: AccessRules,
     cache: Arc<dyn ClusterCache>,
     reviewer: Option<Arc<dyn AccessReviewer>>,
+    recorder: Option<Arc<dyn HostCallRecorder>>,
 }
 
 impl PolicyContext {
@@ -84,12 +86,19 @@ impl PolicyContext {
             access,
             cache,
             reviewer: None,
+            recorder: None,
         }
     }
 
     /// Where `can_i` is asked; without one (no cluster), `can_i` is a host error.
     pub fn with_reviewer(mut self, reviewer: Arc<dyn AccessReviewer>) -> Self {
         self.reviewer = Some(reviewer);
+        self
+    }
+
+    /// Where every host call's outcome is counted.
+    pub fn with_recorder(mut self, recorder: Arc<dyn HostCallRecorder>) -> Self {
+        self.recorder = Some(recorder);
         self
     }
 
@@ -121,6 +130,10 @@ impl GuestSession {
 
     pub fn policy_id(&self) -> &Arc<str> {
         &self.context.policy_id
+    }
+
+    pub(crate) fn recorder(&self) -> Option<&dyn HostCallRecorder> {
+        self.context.recorder.as_deref()
     }
 
     /// Starts an evaluation that may take `timeout`: pinned snapshots are forgotten, so it

@@ -12,6 +12,7 @@ use serde::Deserialize;
 use crate::answer::Answer;
 use crate::mask::FieldMask;
 use crate::query::{self, ClusterQuery, GetQuery, ListQuery, ResourceKind, given};
+use crate::record::CallStyle;
 use crate::review::AccessReview;
 use crate::session::{GuestSession, HostCallError};
 use crate::untrusted::untrusted;
@@ -166,28 +167,62 @@ impl GuestSession {
         operation: &str,
         payload: &[u8],
     ) -> Result<Answer, HostCallError> {
-        let request = route(binding, namespace, operation, payload).map_err(|e| match e {
-            RouteError::Unknown => HostCallError::Unknown {
-                policy: self.policy_id().clone(),
-                binding: binding.to_owned(),
-                namespace: namespace.to_owned(),
-                operation: operation.to_owned(),
-            },
-            RouteError::MalformedPayload(reason) => HostCallError::MalformedPayload {
-                policy: self.policy_id().clone(),
-                call: format!("{binding}/{namespace}/{operation}"),
-                reason,
-            },
-            RouteError::InvalidArgument(source) => self.invalid(source),
-        })?;
+        let request = match route(binding, namespace, operation, payload) {
+            Ok(request) => request,
+            Err(e) => {
+                let refused = Err(match e {
+                    RouteError::Unknown => HostCallError::Unknown {
+                        policy: self.policy_id().clone(),
+                        binding: binding.to_owned(),
+                        namespace: namespace.to_owned(),
+                        operation: operation.to_owned(),
+                    },
+                    RouteError::MalformedPayload(reason) => HostCallError::MalformedPayload {
+                        policy: self.policy_id().clone(),
+                        call: format!("{binding}/{namespace}/{operation}"),
+                        reason,
+                    },
+                    RouteError::InvalidArgument(source) => self.invalid(source),
+                });
+                self.record(CallStyle::Wapc, operation_name(operation), None, &refused);
+                return refused;
+            }
+        };
         match request {
-            WapcRequest::Cluster(query) => self.query(&query),
-            WapcRequest::CanI { review, fresh } => self.can_i(&review, fresh),
+            WapcRequest::Cluster(query) => {
+                let answer = self.query(&query);
+                let name = match query {
+                    ClusterQuery::List(_) => "list",
+                    ClusterQuery::Get(_) => "get",
+                };
+                self.record(CallStyle::Wapc, name, Some(query.kind()), &answer);
+                answer
+            }
+            WapcRequest::CanI { review, fresh } => {
+                let answer = self.can_i(&review, fresh);
+                self.record(CallStyle::Wapc, "can_i", None, &answer);
+                answer
+            }
             WapcRequest::Log(event) => {
                 log(self, event);
-                Ok(Answer::default())
+                let answer = Ok(Answer::default());
+                self.record(CallStyle::Wapc, "log", None, &answer);
+                answer
             }
         }
+    }
+}
+
+/// The metrics name of a host call that could not be routed.
+fn operation_name(operation: &str) -> &'static str {
+    match operation {
+        "list" | "list_resources_by_namespace" | "list_resources_all" | "list_all_resources" => {
+            "list"
+        }
+        "get_resource" => "get",
+        "can_i" => "can_i",
+        "log" => "log",
+        _ => "unknown",
     }
 }
 

@@ -6,6 +6,7 @@
 use crate::answer::Answer;
 use crate::cluster::CacheError;
 use crate::query::{self, ClusterQuery, GetQuery, ListQuery, ResourceKind};
+use crate::record::CallStyle;
 use crate::review::AccessReview;
 use crate::session::{GuestSession, HostCallError};
 
@@ -48,8 +49,27 @@ pub struct WitListQuery {
 }
 
 impl GuestSession {
-    fn wit_kind(&self, api_version: String, kind: String) -> Result<ResourceKind, ContextError> {
-        query::kind(api_version, kind).map_err(|e| self.invalid(e).into())
+    fn wit_kind(&self, api_version: String, kind: String) -> Result<ResourceKind, HostCallError> {
+        query::kind(api_version, kind).map_err(|e| self.invalid(e))
+    }
+
+    /// Answers `query` and records the call.
+    fn wit_query(
+        &mut self,
+        operation: &'static str,
+        query: Result<ClusterQuery, HostCallError>,
+    ) -> Result<Answer, ContextError> {
+        let query = match query {
+            Ok(query) => query,
+            Err(e) => {
+                let refused = Err(e);
+                self.record(CallStyle::Wit, operation, None, &refused);
+                return refused.map_err(ContextError::from);
+            }
+        };
+        let answer = self.query(&query);
+        self.record(CallStyle::Wit, operation, Some(query.kind()), &answer);
+        answer.map_err(ContextError::from)
     }
 
     /// `list(kind, query)`.
@@ -59,15 +79,17 @@ impl GuestSession {
         kind: String,
         query: WitListQuery,
     ) -> Result<Answer, ContextError> {
-        let kind = self.wit_kind(api_version, kind)?;
-        let query = ListQuery::parse(
-            kind,
-            query.namespace,
-            query.label_selector.as_deref(),
-            query.field_selector.as_deref(),
-        )
-        .map_err(|e| self.invalid(e))?;
-        Ok(self.query(&ClusterQuery::List(query))?)
+        let query = self.wit_kind(api_version, kind).and_then(|kind| {
+            ListQuery::parse(
+                kind,
+                query.namespace,
+                query.label_selector.as_deref(),
+                query.field_selector.as_deref(),
+            )
+            .map(ClusterQuery::List)
+            .map_err(|e| self.invalid(e))
+        });
+        self.wit_query("list", query)
     }
 
     /// `get(kind, namespace, name)`.
@@ -78,19 +100,24 @@ impl GuestSession {
         namespace: Option<String>,
         name: String,
     ) -> Result<Answer, ContextError> {
-        let kind = self.wit_kind(api_version, kind)?;
-        let query = GetQuery::parse(kind, namespace, name).map_err(|e| self.invalid(e))?;
-        Ok(self.query(&ClusterQuery::Get(query))?)
+        let query = self.wit_kind(api_version, kind).and_then(|kind| {
+            GetQuery::parse(kind, namespace, name)
+                .map(ClusterQuery::Get)
+                .map_err(|e| self.invalid(e))
+        });
+        self.wit_query("get", query)
     }
 
     /// `list-namespaces`, `list-services`, `list-ingresses` of `@0.1.0`.
     pub fn wit_list_all(&mut self, kind: ResourceKind) -> Result<Answer, ContextError> {
-        Ok(self.query(&ClusterQuery::List(ListQuery::all(kind)))?)
+        self.wit_query("list", Ok(ClusterQuery::List(ListQuery::all(kind))))
     }
 
     /// `can-i(review)`: the `SubjectAccessReviewStatus` JSON.
     pub fn wit_can_i(&mut self, review: &AccessReview) -> Result<Answer, ContextError> {
-        Ok(self.can_i(review, false)?)
+        let answer = self.can_i(review, false);
+        self.record(CallStyle::Wit, "can_i", None, &answer);
+        answer.map_err(ContextError::from)
     }
 }
 
