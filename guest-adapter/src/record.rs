@@ -88,9 +88,12 @@ mod tests {
     use crate::session::tests::{FakeCache, namespaces};
     use crate::wit::WitListQuery;
 
-    /// Keeps every record as `(style, operation, kind, outcome)`.
+    /// A record as `(style, operation, kind, outcome)`.
+    type Row = (&'static str, &'static str, Option<String>, &'static str);
+
+    /// Keeps every record.
     #[derive(Default)]
-    struct Kept(Mutex<Vec<(&'static str, &'static str, Option<String>, &'static str)>>);
+    struct Kept(Mutex<Vec<Row>>);
 
     impl HostCallRecorder for Kept {
         fn record(&self, call: &HostCallRecord<'_>) {

@@ -9,6 +9,7 @@ pub mod cache;
 pub mod cli;
 pub mod config;
 pub mod memory;
+pub mod metrics;
 pub mod policy;
 pub mod runtime;
 pub mod throttle;

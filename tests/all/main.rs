@@ -14,7 +14,8 @@
 //! - `cluster_queries`: Kubewarden's host calls and their typed twins, any kind;
 //! - `components`: WIT components beside their legacy waPC twins;
 //! - `tiers`: every kind of policy on baseline and optimized code, and the swap;
-//! - `hostile`: clients and policies that try to take the server down.
+//! - `hostile`: clients and policies that try to take the server down;
+//! - `metrics`: the Prometheus metrics, scraped and parsed.
 
 mod cluster_context;
 mod cluster_queries;
@@ -24,6 +25,7 @@ mod configuration;
 mod containment;
 mod endpoints;
 mod hostile;
+mod metrics;
 mod tiers;
 mod verdicts;
 

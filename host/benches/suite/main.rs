@@ -14,6 +14,7 @@ mod freshness;
 mod host_call;
 mod load;
 mod memory;
+mod metrics;
 mod report;
 mod startup;
 mod stats;
@@ -62,7 +63,7 @@ impl Scale {
 
 type Section = fn(&mut report::Report, &Scale) -> anyhow::Result<()>;
 
-const SECTIONS: [(&str, Section); 7] = [
+const SECTIONS: [(&str, Section); 8] = [
     ("evaluation", evaluation::run),
     ("host_call", host_call::run),
     ("e2e", e2e::run),
@@ -70,6 +71,7 @@ const SECTIONS: [(&str, Section); 7] = [
     ("compile", compile::run),
     ("memory", memory::run),
     ("freshness", freshness::run),
+    ("metrics", metrics::run),
 ];
 
 fn main() -> anyhow::Result<()> {

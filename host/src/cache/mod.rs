@@ -10,13 +10,15 @@ pub mod review;
 pub mod snapshot_file;
 
 use std::path::PathBuf;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use guest_adapter::{AccessReviewer, CacheError, ClusterCache, KindSnapshot, ResourceKind, Scope};
 
 use discovery::DiscoveryError;
 use index::KindIndex;
+pub use reflector::WatchHealth;
 
 /// The latest snapshot of every cached kind. Writers (a reflector per kind) publish
 /// whole new snapshots; readers take a handle to the current one.
@@ -29,6 +31,52 @@ pub struct ClusterState {
 struct KindSlot {
     kind: ResourceKind,
     state: RwLock<SlotState>,
+    /// For the metrics only: never taken on the request path.
+    health: Mutex<KindHealth>,
+}
+
+#[derive(Default)]
+struct KindHealth {
+    changed_at: Option<Instant>,
+    watch: WatchHealth,
+}
+
+/// What the metrics say of one cached kind.
+#[derive(Debug, Clone)]
+pub struct KindReport {
+    pub kind: ResourceKind,
+    pub status: KindStatus,
+    pub objects: usize,
+    pub bytes: usize,
+    pub resource_version: u64,
+    /// Since the last published change (or first publication).
+    pub since_change: Option<Duration>,
+    pub watch: WatchHealth,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KindStatus {
+    /// The first list has not completed.
+    Pending,
+    /// Served, and its watch is healthy (or it comes from a snapshot file).
+    Ready,
+    /// Served from the last snapshot while the watch retries.
+    Stale,
+    /// The cluster does not serve the kind.
+    Unserved,
+}
+
+impl KindStatus {
+    pub const ALL: [Self; 4] = [Self::Pending, Self::Ready, Self::Stale, Self::Unserved];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::Ready => "ready",
+            Self::Stale => "stale",
+            Self::Unserved => "unserved",
+        }
+    }
 }
 
 enum SlotState {
@@ -48,6 +96,7 @@ impl ClusterState {
                 slots.push(KindSlot {
                     kind,
                     state: RwLock::new(SlotState::Pending),
+                    health: Mutex::default(),
                 });
             }
         }
@@ -77,7 +126,52 @@ impl ClusterState {
 
     /// Makes `index` the snapshot of its kind.
     pub fn publish(&self, index: Arc<KindIndex>) {
-        self.set(&index.kind().clone(), SlotState::Ready(index));
+        let kind = index.kind().clone();
+        self.set(&kind, SlotState::Ready(index));
+        if let Some(slot) = self.slot(&kind) {
+            slot.health().changed_at = Some(Instant::now());
+        }
+    }
+
+    /// Records how the watch of `kind` is faring.
+    pub fn record_watch(&self, kind: &ResourceKind, watch: WatchHealth) {
+        if let Some(slot) = self.slot(kind) {
+            slot.health().watch = watch;
+        }
+    }
+
+    /// Every kind's state, for the metrics.
+    pub fn report(&self) -> Vec<KindReport> {
+        self.kinds
+            .iter()
+            .map(|slot| {
+                let health = slot.health();
+                let mut report = KindReport {
+                    kind: slot.kind.clone(),
+                    status: KindStatus::Pending,
+                    objects: 0,
+                    bytes: 0,
+                    resource_version: 0,
+                    since_change: health.changed_at.map(|at| at.elapsed()),
+                    watch: health.watch,
+                };
+                match &*slot.state.read().expect("cache lock poisoned") {
+                    SlotState::Pending => {}
+                    SlotState::Unserved(_) => report.status = KindStatus::Unserved,
+                    SlotState::Ready(index) => {
+                        report.status = if health.watch.failing {
+                            KindStatus::Stale
+                        } else {
+                            KindStatus::Ready
+                        };
+                        report.objects = index.len();
+                        report.bytes = index.held_bytes();
+                        report.resource_version = index.resource_version();
+                    }
+                }
+                report
+            })
+            .collect()
     }
 
     /// Records that the cluster does not serve `kind`: reads of it fail with `reason`.
@@ -104,6 +198,12 @@ impl ClusterState {
                 .unwrap_or_else(|| KindIndex::new(slot.kind.clone(), well_known_scope(&slot.kind)));
             self.publish(Arc::new(index));
         }
+    }
+}
+
+impl KindSlot {
+    fn health(&self) -> MutexGuard<'_, KindHealth> {
+        self.health.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 
@@ -235,7 +335,7 @@ pub async fn start(
 }
 
 /// How long start-up waits for one kind's discovery before retrying it in the background.
-const DISCOVERY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+const DISCOVERY_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Discovery retried with backoff until the API server answers, then the reflector.
 async fn discover_then_reflect(
@@ -244,7 +344,7 @@ async fn discover_then_reflect(
     state: Arc<ClusterState>,
     continue_on_errors: bool,
 ) {
-    let mut delay = std::time::Duration::from_millis(500);
+    let mut delay = Duration::from_millis(500);
     loop {
         tokio::time::sleep(delay).await;
         match discovery::resolve(&client, &kind).await {
@@ -259,7 +359,7 @@ async fn discover_then_reflect(
             Err(DiscoveryError::Unreachable(e)) => {
                 tracing::debug!(%kind, error = %e, "API discovery still failing");
                 // One small GET: cheap to repeat, and a slow retry would hold readiness back.
-                delay = (delay * 2).min(std::time::Duration::from_secs(5));
+                delay = (delay * 2).min(Duration::from_secs(5));
             }
         }
     }

@@ -31,6 +31,7 @@ pub async fn reflect(client: kube::Client, resolved: Resolved, state: Arc<Cluste
         while let Some(Some(event)) = stream.next().now_or_never() {
             reflector.handle(event);
         }
+        state.record_watch(reflector.kind(), reflector.health());
         // A whole list rebuilds every block: off the runtime's task threads, which also
         // serve admission requests.
         if let Some(publication) = tokio::task::block_in_place(|| reflector.take_publication()) {
@@ -72,8 +73,19 @@ pub struct Reflector {
     resource_version: u64,
     /// Until the first list is done there is nothing to publish.
     synced: bool,
-    /// Inside an outage: log its start and end once.
-    failing: bool,
+    /// How the watch has fared, for the metrics.
+    health: WatchHealth,
+}
+
+/// How one kind's watch has fared since the reflector started.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct WatchHealth {
+    /// Whole lists, the first one included (a re-list follows `410 Gone` or an outage).
+    pub lists: u64,
+    /// Failed list or watch calls, each followed by a retry with backoff.
+    pub errors: u64,
+    /// Inside an outage: the last call failed and none has succeeded since.
+    pub failing: bool,
 }
 
 impl Reflector {
@@ -84,8 +96,12 @@ impl Reflector {
             pending: Pending::Nothing,
             resource_version: 0,
             synced: false,
-            failing: false,
+            health: WatchHealth::default(),
         }
+    }
+
+    pub fn health(&self) -> WatchHealth {
+        self.health
     }
 
     fn kind(&self) -> &ResourceKind {
@@ -96,22 +112,26 @@ impl Reflector {
         let event = match event {
             Ok(event) => event,
             Err(err) => {
+                self.health.errors += 1;
                 // Once per outage: the watcher retries with backoff, and the last
                 // published snapshot keeps being served meanwhile.
-                if !self.failing {
+                if !self.health.failing {
                     tracing::warn!(kind = %self.kind(), error = %err, "watch failed; serving the last snapshot while retrying");
-                    self.failing = true;
+                    self.health.failing = true;
                 } else {
                     tracing::debug!(kind = %self.kind(), error = %err, "watch still failing");
                 }
                 return;
             }
         };
-        if std::mem::take(&mut self.failing) {
+        if std::mem::take(&mut self.health.failing) {
             tracing::info!(kind = %self.kind(), "watch recovered");
         }
         match event {
-            Event::Init => self.listing = Some(Changes::new()),
+            Event::Init => {
+                self.health.lists += 1;
+                self.listing = Some(Changes::new());
+            }
             Event::InitApply(object) => {
                 if let Some(prepared) = self.prepare(object) {
                     self.listing

@@ -5,6 +5,8 @@ mod bounds;
 mod cluster;
 mod precompile;
 
+use crate::metrics::cluster::ClusterCollector;
+use crate::metrics::metrics;
 use std::future::Future;
 use std::net::IpAddr;
 use std::path::PathBuf;
@@ -140,6 +142,10 @@ struct ServeArgs {
     /// Also answer /readiness and /livez over plain HTTP on this port.
     #[arg(long, env = "KUBEWARDEN_READINESS_PROBE_PORT")]
     readiness_probe_port: Option<u16>,
+    /// Serve Prometheus metrics (OpenMetrics text) at /metrics over plain HTTP on this
+    /// port (0 picks a free one; the log says which).
+    #[arg(long, env = "POLICY_SERVER_METRICS_PORT")]
+    metrics_port: Option<u16>,
     /// PEM certificate chain for TLS. Without it the server speaks plain HTTP.
     #[arg(long, env = "KUBEWARDEN_CERT_FILE", requires = "key_file")]
     cert_file: Option<PathBuf>,
@@ -328,6 +334,16 @@ async fn run(args: ServeArgs) -> anyhow::Result<()> {
         None => None,
     };
 
+    if let Some(port) = args.metrics_port {
+        let socket = TcpListener::bind((args.addr, port))
+            .await
+            .with_context(|| format!("cannot listen on {}:{port} for metrics", args.addr))?;
+        tracing::info!(address = %socket.local_addr()?, "serving metrics at /metrics");
+        if let Some(cache) = &cache {
+            metrics().register_collector(ClusterCollector(cache.clone()));
+        }
+        tokio::spawn(crate::metrics::endpoint::serve(socket));
+    }
     let readiness = Readiness::new(cache);
     let policy_count = policies.len();
     // Ready on the first compile of every module; what makes them faster runs meanwhile.

@@ -10,6 +10,7 @@ use serde_json::value::RawValue;
 
 use super::scheduler::{FairQueue, Job, QueueFull, QueueLimits, Ticket};
 use super::{GuestVerdict, Policy};
+use crate::metrics::{PolicyMetrics, Refusal, metrics};
 use crate::runtime::{EvalError, Runtime};
 
 /// Evaluations that may wait for a worker, per worker, unless configured otherwise.
@@ -25,7 +26,8 @@ pub const DEFAULT_QUEUED_PER_WORKER: usize = 128;
 pub struct Evaluator {
     runtime: Arc<Runtime>,
     policies: HashMap<String, Arc<Policy>>,
-    lanes: HashMap<Arc<str>, usize>,
+    /// Each policy's lane in the queue, and its counters.
+    lanes: HashMap<Arc<str>, (usize, PolicyMetrics)>,
     queue: Arc<FairQueue>,
 }
 
@@ -64,10 +66,13 @@ impl Evaluator {
         policies: HashMap<String, Arc<Policy>>,
         limits: WorkerLimits,
     ) -> Self {
-        let lanes: HashMap<Arc<str>, usize> = policies
+        let lanes: HashMap<Arc<str>, (usize, PolicyMetrics)> = policies
             .values()
             .enumerate()
-            .map(|(lane, policy)| (policy.id.clone(), lane))
+            .map(|(lane, policy)| {
+                let counters = metrics().policy(&policy.id, policy.mode);
+                (policy.id.clone(), (lane, counters))
+            })
             .collect();
         // One policy may fill half the waiting slots when there are others to serve.
         let lane_capacity = if lanes.len() > 1 {
@@ -111,29 +116,34 @@ impl Evaluator {
         held: H,
     ) -> Result<Result<GuestVerdict, EvalError>, Unavailable> {
         tracing::debug!(policy = %policy.id, "evaluating");
-        let lane = *self
+        let (lane, counters) = self
             .lanes
             .get(&policy.id)
             .expect("every policy served has a lane");
+        let (lane, counters) = (*lane, counters.clone());
+        let queued_at = Instant::now();
         let (answer, answered) = tokio::sync::oneshot::channel();
         let (runtime, policy) = (self.runtime.clone(), policy.clone());
         let job: Job = Box::new(move || {
             let _held = held;
             // The caller gave up while this waited (its deadline passed, the client went
             // away): nobody would read the verdict.
-            if answer.is_closed() || Instant::now() >= deadline {
+            let started = Instant::now();
+            if answer.is_closed() || started >= deadline {
                 return;
             }
+            metrics().queue_waited(started - queued_at);
             // A panic in the host must cost this evaluation, not the worker.
             let outcome =
                 std::panic::catch_unwind(AssertUnwindSafe(|| policy.validate(&runtime, &request)))
                     .unwrap_or_else(|_| Err(EvalError::Trap("the evaluation panicked".into())));
+            counters.evaluated(&outcome, started.elapsed());
             let _ = answer.send(outcome);
         });
-        let ticket = self
-            .queue
-            .push(lane, job)
-            .map_err(Unavailable::Overloaded)?;
+        let ticket = self.queue.push(lane, job).map_err(|full| {
+            metrics().refused(Refusal::QueueFull);
+            Unavailable::Overloaded(full)
+        })?;
         // Withdrawn if the caller stops waiting first, here or by being dropped.
         let mut queued = Queued {
             queue: &self.queue,
@@ -147,7 +157,10 @@ impl Evaluator {
                 Ok(outcome)
             }
             // Dropped unanswered: the deadline passed before a worker took it.
-            Ok(Err(_)) | Err(_) => Err(Unavailable::DeadlinePassed),
+            Ok(Err(_)) | Err(_) => {
+                metrics().refused(Refusal::DeadlinePassed);
+                Err(Unavailable::DeadlinePassed)
+            }
         }
     }
 }

@@ -1,6 +1,7 @@
 //! Start-up: read every module, refuse what this server cannot run, compile each distinct
 //! module once, and validate every policy's settings through the policy itself.
 
+use crate::metrics::{self, LoadOutcome};
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -52,7 +53,8 @@ pub fn load_policies(
                 .iter()
                 .map(|r| ResourceKind::new(&r.api_version, &r.kind)),
         );
-        let mut context = PolicyContext::new(id.as_str(), access, cache.clone());
+        let mut context = PolicyContext::new(id.as_str(), access, cache.clone())
+            .with_recorder(metrics::host_call_recorder());
         if let Some(reviewer) = &reviewer {
             context = context.with_reviewer(reviewer.clone());
         }
@@ -64,6 +66,10 @@ pub fn load_policies(
             check_settings(&*loaded.guest, loaded.call(runtime, timeout), id, &settings)?;
             anyhow::Ok((settings, loaded))
         })();
+        metrics::metrics().policy_loaded(match loaded {
+            Ok(_) => LoadOutcome::Loaded,
+            Err(_) => LoadOutcome::Failed,
+        });
         let (settings, state) = match loaded {
             Ok((settings, loaded)) => (settings, Ok(loaded)),
             Err(err) if options.continue_on_errors => {

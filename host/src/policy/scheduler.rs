@@ -10,6 +10,8 @@
 use std::collections::VecDeque;
 use std::sync::{Condvar, Mutex, MutexGuard};
 
+use crate::metrics::metrics;
+
 /// What a worker runs.
 pub(crate) type Job = Box<dyn FnOnce() + Send>;
 
@@ -92,6 +94,7 @@ impl FairQueue {
         state.next_ticket += 1;
         state.lanes[lane].jobs.push_back((ticket, job));
         state.waiting += 1;
+        metrics().set_queue_depth(state.waiting);
         self.give_turn(&mut state, lane);
         // Every job may be one an idle worker can take now, even in a lane already in line.
         if !state.turns.is_empty() {
@@ -110,6 +113,7 @@ impl FairQueue {
         };
         let withdrawn = jobs.remove(position);
         state.waiting -= 1;
+        metrics().set_queue_depth(state.waiting);
         if state.lanes[lane].jobs.is_empty() && state.lanes[lane].has_turn {
             state.lanes[lane].has_turn = false;
             state.turns.retain(|&queued| queued != lane);
@@ -135,6 +139,7 @@ impl FairQueue {
                     .pop_front()
                     .expect("a lane with a turn has work");
                 state.waiting -= 1;
+                metrics().set_queue_depth(state.waiting);
                 state.lanes[lane].running += 1;
                 // Back of the line: the other lanes go first.
                 self.give_turn(&mut state, lane);

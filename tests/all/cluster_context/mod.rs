@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 use crate::misbehaving;
 
 /// Allows Services only in namespaces labelled `services-allowed` (reads namespaces).
-fn service_policy() -> Policy {
+pub(crate) fn service_policy() -> Policy {
     Policy::new(&wasm().service_namespace_label)
         .settings(json!({"namespace_label": "services-allowed"}))
 }
@@ -26,7 +26,7 @@ fn echo_policy(resource: &str) -> Policy {
     misbehaving(&format!("echo:{resource}"))
 }
 
-fn service(name: &str, namespace: &str) -> Value {
+pub(crate) fn service(name: &str, namespace: &str) -> Value {
     json!({"apiVersion": "v1", "kind": "Service",
            "metadata": {"name": name, "namespace": namespace},
            "spec": {"ports": [{"port": 80}]}})
@@ -38,6 +38,6 @@ fn ingress(name: &str, namespace: &str, host: &str) -> Value {
            "spec": {"rules": [{"host": host}]}})
 }
 
-fn namespace(name: &str, labels: Value) -> Value {
+pub(crate) fn namespace(name: &str, labels: Value) -> Value {
     json!({"metadata": {"name": name, "labels": labels}})
 }
