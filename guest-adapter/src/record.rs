@@ -30,7 +30,7 @@ pub struct HostCallRecord<'a> {
     pub style: CallStyle,
     /// `list`, `get`, `can_i`, `log`, or `unknown` for a call no route matched.
     pub operation: &'static str,
-    /// The kind asked about, when the call named a valid one.
+    /// The kind asked about, when the call named one the policy is granted.
     pub kind: Option<&'a ResourceKind>,
     /// `ok`, or the class of the error ([`HostCallError::class`]).
     pub outcome: &'static str,
@@ -71,7 +71,9 @@ impl GuestSession {
                 policy: self.policy_id(),
                 style,
                 operation,
-                kind,
+                // Only a granted kind: a guest may name any kind at all, and a label
+                // value per name would be a series per name, without bound.
+                kind: kind.filter(|kind| self.allows(kind)),
                 outcome: result.as_ref().map_or_else(HostCallError::class, |_| "ok"),
             });
         }
@@ -139,7 +141,7 @@ mod tests {
             *kept.0.lock().unwrap(),
             [
                 ("wapc", "list", namespace.clone(), "ok"),
-                ("wapc", "list", Some("v1/Service".into()), "not_allowed"),
+                ("wapc", "list", None, "not_allowed"),
                 ("wapc", "get", None, "malformed"),
                 ("wapc", "unknown", None, "unknown_call"),
                 ("wit", "get", namespace.clone(), "not_found"),

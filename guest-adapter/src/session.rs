@@ -136,6 +136,10 @@ impl GuestSession {
         self.context.recorder.as_deref()
     }
 
+    pub(crate) fn allows(&self, kind: &ResourceKind) -> bool {
+        self.context.access.allows(kind)
+    }
+
     /// Starts an evaluation that may take `timeout`: pinned snapshots are forgotten, so it
     /// sees the latest cache.
     pub fn begin(&mut self, timeout: Duration) {
