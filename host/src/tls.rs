@@ -58,13 +58,26 @@ struct Loaded {
 /// The stamps of the certificate and the key file (`None` while one cannot be read).
 type FilesSeen = [Option<FileStamp>; 2];
 
-/// What a rotation changes in a file, following symlinks as a Secret volume's are: at
-/// least one of these.
+/// What a rotation changes in a file, following symlinks as a Secret or ConfigMap
+/// volume's are: at least one of these.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct FileStamp {
+pub(crate) struct FileStamp {
     inode: u64,
     modified: SystemTime,
     len: u64,
+}
+
+impl FileStamp {
+    /// The file's stamp now; none if it cannot be read.
+    pub(crate) fn of(path: &Path) -> Option<Self> {
+        use std::os::unix::fs::MetadataExt;
+        let metadata = std::fs::metadata(path).ok()?;
+        Some(Self {
+            inode: metadata.ino(),
+            modified: metadata.modified().ok()?,
+            len: metadata.len(),
+        })
+    }
 }
 
 impl ReloadingCertificate {
@@ -142,15 +155,7 @@ impl ResolvesServerCert for ReloadingCertificate {
 }
 
 fn files_seen(cert_file: &Path, key_file: &Path) -> FilesSeen {
-    [cert_file, key_file].map(|file| {
-        use std::os::unix::fs::MetadataExt;
-        let metadata = std::fs::metadata(file).ok()?;
-        Some(FileStamp {
-            inode: metadata.ino(),
-            modified: metadata.modified().ok()?,
-            len: metadata.len(),
-        })
-    })
+    [cert_file, key_file].map(FileStamp::of)
 }
 
 fn read_pair(

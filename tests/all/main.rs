@@ -15,7 +15,8 @@
 //! - `components`: WIT components beside their legacy waPC twins;
 //! - `tiers`: every kind of policy on baseline and optimized code, and the swap;
 //! - `hostile`: clients and policies that try to take the server down;
-//! - `metrics`: the Prometheus metrics, scraped and parsed.
+//! - `metrics`: the Prometheus metrics, scraped and parsed;
+//! - `reload`: policies.yml reloaded under load, and a bad one refused.
 
 mod cluster_context;
 mod cluster_queries;
@@ -26,6 +27,7 @@ mod containment;
 mod endpoints;
 mod hostile;
 mod metrics;
+mod reload;
 mod tiers;
 mod verdicts;
 

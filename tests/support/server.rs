@@ -116,7 +116,7 @@ impl ServerBuilder {
             client: client.build().unwrap(),
             launched,
             certs,
-            _dir: dir,
+            dir,
         }
     }
 
@@ -240,13 +240,28 @@ pub struct Server {
     pub client: reqwest::Client,
     launched: Launched,
     certs: Option<TestCerts>,
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
 }
 
 impl Server {
     /// The certificate and key files the server was started with (TLS only).
     pub fn certs(&self) -> Option<&TestCerts> {
         self.certs.as_ref()
+    }
+
+    /// Replaces the server's policies.yml as a ConfigMap update does: the new file is
+    /// written beside it and renamed over it, so the server never reads half a file.
+    pub fn rewrite_policies(&self, policies_yml: &str) {
+        let path = self.dir.path().join("policies.yml");
+        let next = self.dir.path().join(".policies.yml.next");
+        std::fs::write(&next, policies_yml).unwrap();
+        std::fs::rename(&next, &path).unwrap();
+    }
+
+    /// Sends SIGHUP: reload policies.yml.
+    pub fn signal_hangup(&self) {
+        let pid = self.launched.child.id().to_string();
+        Command::new("kill").args(["-HUP", &pid]).status().unwrap();
     }
 
     pub fn url(&self, path: &str) -> String {

@@ -14,26 +14,11 @@ pub(super) async fn start_cluster_cache(
     file: &PoliciesFile,
     args: &ServeArgs,
 ) -> anyhow::Result<Option<Cluster>> {
-    let grants = || {
-        file.policies.iter().flat_map(|(id, policy)| {
-            policy
-                .context_aware_resources
-                .iter()
-                // Named as the API server names them, whatever the grant's case.
-                .map(move |r| (id, ResourceKind::new(&r.api_version, &r.kind).canonical()))
-        })
-    };
-    let mut kinds: Vec<ResourceKind> = Vec::new();
-    for (_, kind) in grants() {
-        // `can_i` is a question to the API server, not a kind to cache.
-        if !kind.matches(&ResourceKind::subject_access_reviews())
-            && !kinds.iter().any(|known| known.matches(&kind))
-        {
-            kinds.push(kind);
-        }
-    }
-    let asks_access_reviews =
-        grants().any(|(_, kind)| kind.matches(&ResourceKind::subject_access_reviews()));
+    let grants = || grants(file);
+    let Granted {
+        kinds,
+        asks_access_reviews,
+    } = granted(file);
     if kinds.is_empty() && !asks_access_reviews {
         return Ok(None);
     }
@@ -59,4 +44,39 @@ pub(super) async fn start_cluster_cache(
         tracing::error!("{message}; its reads will fail with this reason");
     }
     Ok(Some(cluster))
+}
+
+/// What the policies of a file may ask of the cluster.
+pub(super) struct Granted {
+    /// The kinds to cache, each once, named as the API server names them.
+    pub kinds: Vec<ResourceKind>,
+    /// Whether a policy may ask `can_i` (a question to the API server, not a kind to cache).
+    pub asks_access_reviews: bool,
+}
+
+pub(super) fn granted(file: &PoliciesFile) -> Granted {
+    let mut kinds: Vec<ResourceKind> = Vec::new();
+    let mut asks_access_reviews = false;
+    for (_, kind) in grants(file) {
+        if kind.matches(&ResourceKind::subject_access_reviews()) {
+            asks_access_reviews = true;
+        } else if !kinds.iter().any(|known| known.matches(&kind)) {
+            kinds.push(kind);
+        }
+    }
+    Granted {
+        kinds,
+        asks_access_reviews,
+    }
+}
+
+/// Every grant, with the id of the policy it is for.
+fn grants(file: &PoliciesFile) -> impl Iterator<Item = (&String, ResourceKind)> {
+    file.policies.iter().flat_map(|(id, policy)| {
+        policy
+            .context_aware_resources
+            .iter()
+            // Named as the API server names them, whatever the grant's case.
+            .map(move |r| (id, ResourceKind::new(&r.api_version, &r.kind).canonical()))
+    })
 }

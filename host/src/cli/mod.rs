@@ -4,6 +4,7 @@
 mod bounds;
 mod cluster;
 mod precompile;
+mod reload;
 
 use crate::metrics::cluster::ClusterCollector;
 use crate::metrics::metrics;
@@ -22,7 +23,7 @@ use tokio_rustls::TlsAcceptor;
 use guest_adapter::{ClusterCache, NoCluster};
 
 use crate::config::PoliciesFile;
-use crate::policy::{Evaluator, LoadOptions, LoadedPolicies, load_policies};
+use crate::policy::{Evaluator, LoadOptions, LoadedPolicies, ServedPolicies, load_policies};
 use crate::runtime::{Compilers, Runtime, RuntimeConfig, upgrade_in_background};
 use crate::webhook::{AppState, Listener, Readiness, serve};
 
@@ -307,9 +308,11 @@ async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let options = args.code.load_options(args.continue_on_errors);
     let cluster = cluster::start_cluster_cache(&file, &args).await?;
     let cache = cluster.as_ref().map(|cluster| cluster.state.clone());
+    let reviewer = cluster.and_then(|cluster| cluster.reviewer);
     let LoadedPolicies { policies, upgrades } = tokio::task::spawn_blocking({
         let runtime = runtime.clone();
-        let reviewer = cluster.and_then(|cluster| cluster.reviewer);
+        let reviewer = reviewer.clone();
+        let options = options.clone();
         let cache: Arc<dyn ClusterCache> = match &cache {
             Some(state) => state.clone(),
             None => Arc::new(NoCluster),
@@ -344,7 +347,7 @@ async fn run(args: ServeArgs) -> anyhow::Result<()> {
         }
         tokio::spawn(crate::metrics::endpoint::serve(socket));
     }
-    let readiness = Readiness::new(cache);
+    let readiness = Readiness::new(cache.clone());
     let policy_count = policies.len();
     // Ready on the first compile of every module; what makes them faster runs meanwhile.
     if upgrades.is_empty() {
@@ -353,8 +356,24 @@ async fn run(args: ServeArgs) -> anyhow::Result<()> {
         upgrade_in_background(runtime.clone(), upgrades)
             .context("cannot start the thread that upgrades compiled policies")?;
     }
+    let served = Arc::new(ServedPolicies::new(Evaluator::new(
+        runtime.clone(),
+        policies,
+        worker_limits,
+    )));
+    let reloader = reload::Reloader {
+        path: args.code.policies.clone(),
+        allow_empty: args.allow_empty_policies,
+        served: served.clone(),
+        runtime,
+        cache,
+        reviewer,
+        options,
+        worker_limits,
+    };
+    reloader.start()?;
     let state = Arc::new(AppState::new(
-        Evaluator::new(runtime, policies, worker_limits),
+        served,
         server_limits,
         readiness.clone(),
         args.enable_noop_route,

@@ -35,6 +35,7 @@ pub struct Metrics {
     refused: Family<RefusedLabels, Counter>,
     host_calls: Family<HostCallLabels, Counter>,
     policy_loads: Family<LoadLabels, Counter>,
+    policy_reloads: Family<LoadLabels, Counter>,
 }
 
 /// The process's metrics.
@@ -162,6 +163,7 @@ impl Metrics {
             refused: Family::default(),
             host_calls: Family::default(),
             policy_loads: Family::default(),
+            policy_reloads: Family::default(),
         };
         {
             let mut registry = metrics.registry.lock().expect("metrics registry lock");
@@ -207,6 +209,11 @@ impl Metrics {
                 "policy_loads",
                 "Policies loaded (compiled, settings checked) by outcome",
                 metrics.policy_loads.clone(),
+            );
+            registry.register(
+                "policy_reloads",
+                "Reloads of policies.yml by outcome (a failed one leaves the old set serving)",
+                metrics.policy_reloads.clone(),
             );
         }
         metrics
@@ -260,6 +267,14 @@ impl Metrics {
 
     pub fn policy_loaded(&self, outcome: LoadOutcome) {
         self.policy_loads
+            .get_or_create(&LoadLabels {
+                outcome: outcome.as_str(),
+            })
+            .inc();
+    }
+
+    pub fn policies_reloaded(&self, outcome: LoadOutcome) {
+        self.policy_reloads
             .get_or_create(&LoadLabels {
                 outcome: outcome.as_str(),
             })

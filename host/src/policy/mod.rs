@@ -5,6 +5,7 @@ mod decision;
 mod evaluator;
 mod loader;
 mod scheduler;
+mod served;
 mod workers;
 
 use std::sync::Arc;
@@ -19,6 +20,7 @@ pub use decision::{Endpoint, decide};
 pub use evaluator::{DEFAULT_QUEUED_PER_WORKER, Evaluator, Unavailable, WorkerLimits};
 pub use loader::{LoadOptions, LoadedPolicies, load_policies};
 pub use scheduler::QueueFull;
+pub use served::ServedPolicies;
 
 use crate::runtime::{EvalError, GuestCall, PolicyGuest, Runtime};
 

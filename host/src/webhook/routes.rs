@@ -17,7 +17,7 @@ use super::body::{BodyError, read_body};
 use super::limits::{BodyBudget, BodyReservation, ServerLimits, request_deadline};
 use crate::admission::{AdmissionResponse, IncomingReview, OutgoingReview};
 use crate::cache::ClusterState;
-use crate::policy::{Endpoint, Evaluator, Unavailable, decide};
+use crate::policy::{Endpoint, ServedPolicies, Unavailable, decide};
 use crate::throttle::LogThrottle;
 
 /// Whether the server is ready to answer admission requests: it is serving, and the
@@ -56,7 +56,8 @@ impl Readiness {
 
 /// Everything a request handler needs.
 pub struct AppState {
-    pub evaluator: Evaluator,
+    /// The policies served; reloads replace them.
+    pub policies: Arc<ServedPolicies>,
     pub limits: ServerLimits,
     pub body_budget: Arc<BodyBudget>,
     pub readiness: Readiness,
@@ -71,13 +72,13 @@ pub struct AppState {
 
 impl AppState {
     pub fn new(
-        evaluator: Evaluator,
+        policies: Arc<ServedPolicies>,
         limits: ServerLimits,
         readiness: Readiness,
         noop_route: bool,
     ) -> Self {
         Self {
-            evaluator,
+            policies,
             body_budget: Arc::new(BodyBudget::new(limits.body_bytes_in_flight)),
             limits,
             readiness,
@@ -187,8 +188,9 @@ async fn route(
     };
     require_post(&request)?;
     let (endpoint, id) = endpoint;
-    let policy = state
-        .evaluator
+    // This set answers the request, even if a reload replaces it meanwhile.
+    let evaluator = state.policies.current();
+    let policy = evaluator
         .policy(id)
         .ok_or_else(|| {
             ApiError::new(
@@ -209,8 +211,7 @@ async fn route(
     }
     // Overload is not a verdict: a 503 lets the API server apply the webhook's
     // failurePolicy.
-    let outcome = state
-        .evaluator
+    let outcome = evaluator
         .validate(&policy, review.request.clone(), deadline, body_bytes)
         .await
         .map_err(|unavailable| {
