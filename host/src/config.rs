@@ -6,6 +6,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context, bail};
+use k8s_openapi::api::admissionregistration::v1::RuleWithOperations;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use serde::Deserialize;
 
 /// Whether a policy's rejections are enforced or only reported.
@@ -44,6 +46,30 @@ pub struct PolicyConfig {
     pub timeout_eval_seconds: Option<u64>,
     #[serde(default)]
     pub context_aware_resources: Vec<ContextAwareResource>,
+    /// How the API server calls this policy: read by `policy-server manifests` for its
+    /// webhook entry, with the names of Kubewarden's ClusterAdmissionPolicy; the server
+    /// itself does not use them.
+    #[serde(default)]
+    pub rules: Vec<RuleWithOperations>,
+    #[serde(default)]
+    pub namespace_selector: Option<LabelSelector>,
+    #[serde(default)]
+    pub object_selector: Option<LabelSelector>,
+    /// `Fail` or `Ignore`.
+    #[serde(default)]
+    pub failure_policy: Option<String>,
+    /// `Exact` or `Equivalent`.
+    #[serde(default)]
+    pub match_policy: Option<String>,
+    /// `None` or `NoneOnDryRun`.
+    #[serde(default)]
+    pub side_effects: Option<String>,
+    /// How long the API server waits for this webhook (1–30 s).
+    #[serde(default)]
+    pub timeout_seconds: Option<i32>,
+    /// A mutating webhook entry; by default, when `allowedToMutate`.
+    #[serde(default)]
+    pub mutating: Option<bool>,
 }
 
 impl PolicyConfig {
@@ -64,7 +90,32 @@ impl PolicyConfig {
         if let Some(seconds) = self.timeout_eval_seconds {
             check_timeout("timeoutEvalSeconds", seconds)?;
         }
+        if let Some(seconds) = self.timeout_seconds {
+            check_timeout("timeoutSeconds", u64::try_from(seconds).unwrap_or(0))?;
+        }
+        let one_of = |field: &str, value: &Option<String>, allowed: &[&str]| match value {
+            Some(value) if !allowed.contains(&value.as_str()) => {
+                bail!(
+                    "{field} is '{value}': it must be one of {}",
+                    allowed.join(", ")
+                )
+            }
+            _ => Ok(()),
+        };
+        one_of("failurePolicy", &self.failure_policy, &["Fail", "Ignore"])?;
+        one_of("matchPolicy", &self.match_policy, &["Exact", "Equivalent"])?;
+        one_of("sideEffects", &self.side_effects, &["None", "NoneOnDryRun"])?;
+        if self.mutating == Some(true) && !self.allowed_to_mutate {
+            bail!(
+                "mutating is true but allowedToMutate is not: the server would refuse every mutation"
+            );
+        }
         Ok(())
+    }
+
+    /// Whether the policy's webhook entry is a mutating one.
+    pub fn is_mutating(&self) -> bool {
+        self.mutating.unwrap_or(self.allowed_to_mutate)
     }
 
     /// Where the module file is, resolved against the directory of the policies file.

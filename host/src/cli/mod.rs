@@ -3,6 +3,7 @@
 
 mod bounds;
 mod cluster;
+mod manifests;
 mod precompile;
 mod reload;
 
@@ -42,6 +43,10 @@ enum Command {
     /// without serving: a server started on that cache compiles nothing. For container
     /// images and init containers.
     Precompile(precompile::PrecompileArgs),
+    /// Print the Kubernetes objects that run this server for a policies.yml: RBAC for
+    /// exactly the kinds its policies read, Deployment, Service, PodDisruptionBudget, the
+    /// policies as a ConfigMap, and one webhook entry per policy.
+    Manifests(manifests::ManifestArgs),
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -236,11 +241,13 @@ struct ServeArgs {
 
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
+    // `manifests` writes YAML to stdout and nothing else: no log.
     let log = match &cli.command {
-        Command::Serve(args) => &args.log,
-        Command::Precompile(args) => &args.log,
+        Command::Serve(args) => Some(&args.log),
+        Command::Precompile(args) => Some(&args.log),
+        Command::Manifests(_) => None,
     };
-    if let Err(err) = init_logging(log) {
+    if let Some(Err(err)) = log.map(init_logging) {
         eprintln!("Error: {err:#}");
         return ExitCode::FAILURE;
     }
@@ -251,6 +258,7 @@ pub fn main() -> ExitCode {
             .context("cannot start the async runtime")
             .and_then(|rt| rt.block_on(run(*args))),
         Command::Precompile(args) => precompile::run(args),
+        Command::Manifests(args) => manifests::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
