@@ -15,6 +15,7 @@
 //! - `components`: WIT components beside their legacy waPC twins;
 //! - `tiers`: every kind of policy on baseline and optimized code, and the swap;
 //! - `hostile`: clients and policies that try to take the server down;
+//! - `image`: the container image, where buildah is installed;
 //! - `metrics`: the Prometheus metrics, scraped and parsed;
 //! - `reload`: policies.yml reloaded under load, and a bad one refused.
 
@@ -26,6 +27,7 @@ mod configuration;
 mod containment;
 mod endpoints;
 mod hostile;
+mod image;
 mod metrics;
 mod reload;
 mod tiers;

@@ -1,0 +1,75 @@
+//! The container image (host/Dockerfile), built with buildah where it is installed.
+
+use std::path::Path;
+use std::process::Command;
+
+use policy_server_e2e::build::repo_root;
+use policy_server_e2e::wasm;
+
+#[test]
+fn the_image_holds_the_server_its_libraries_and_the_modules() {
+    if Command::new("buildah").arg("--version").output().is_err() {
+        eprintln!("skipped: no container builder here (install Debian's buildah to run it)");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let rootfs = dir.path().join("rootfs");
+    let module = &wasm().deny_latest_tag;
+    run(Command::new(repo_root().join("host/image/rootfs.sh"))
+        .arg(env!("CARGO_BIN_EXE_policy-server"))
+        .arg(&rootfs)
+        .arg(module));
+    // A storage of its own, so the test leaves nothing behind.
+    let buildah = || {
+        let mut command = Command::new("buildah");
+        command
+            .arg("--root")
+            .arg(dir.path().join("storage"))
+            .arg("--runroot")
+            .arg(dir.path().join("run"))
+            .args(["--storage-driver", "vfs"]);
+        command
+    };
+    run(buildah()
+        .args([
+            "bud",
+            "--isolation",
+            "chroot",
+            "-t",
+            "policy-server-test",
+            "-f",
+        ])
+        .arg(repo_root().join("host/Dockerfile"))
+        .arg(&rootfs));
+
+    let config = run(buildah().args(["inspect", "--type", "image", "policy-server-test"]));
+    let config: serde_json::Value = serde_json::from_str(&config).unwrap();
+    let config = &config["OCIv1"]["config"];
+    assert_eq!(config["User"], "65532:65532", "{config}");
+    assert_eq!(config["Entrypoint"], serde_json::json!(["/policy-server"]));
+
+    // It runs with nothing but what the image holds.
+    let container = run(buildah().args(["from", "policy-server-test"]));
+    let version = run(buildah()
+        .args(["run", "--isolation", "chroot", container.trim(), "--"])
+        .args(["/policy-server", "--version"]));
+    assert!(version.starts_with("policy-server "), "{version}");
+    let listing = run(buildah()
+        .args(["run", "--isolation", "chroot", container.trim(), "--"])
+        .args(["/policy-server", "manifests", "--help"]));
+    assert!(listing.contains("--module-dir"), "{listing}");
+    let name = Path::new(module).file_name().unwrap();
+    assert!(rootfs.join("policies").join(name).is_file());
+}
+
+/// Runs `command`, panicking with its output if it fails; returns its stdout.
+fn run(command: &mut Command) -> String {
+    let output = command.output().unwrap();
+    assert!(
+        output.status.success(),
+        "{command:?}: {}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout).unwrap()
+}
