@@ -1,15 +1,19 @@
 //! Hot reload of policies.yml (SIGHUP, or the file replaced on disk): the new set serves
 //! the next requests, requests in flight finish on the old one, none fails; a bad file
-//! leaves the old set serving.
+//! leaves the old set serving; kinds newly granted are cached first, unread ones dropped.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::Duration;
 
+use policy_server_e2e::fake_apiserver::{FakeApiServer, INGRESSES, NAMESPACES};
+use policy_server_e2e::policies::{INGRESS, NAMESPACE};
 use policy_server_e2e::requests::{pod, review};
 use policy_server_e2e::{Policies, Policy, Server, eventually, wasm};
 use serde_json::{Value, json};
 
-use crate::server;
+use crate::cluster_context::{ingress, ingress_policy, namespace, service, service_policy};
+use crate::{server, start_live};
 
 /// Pods must carry these labels.
 fn labels_required(labels: &[&str]) -> Policies {
@@ -141,4 +145,86 @@ async fn a_bad_file_leaves_the_old_set_serving() {
     server.rewrite_policies(&labels_required(&["team"]).to_yaml());
     server.signal_hangup();
     wait_for_set(&server, false).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_reload_caches_newly_granted_kinds_and_drops_unread_ones() {
+    let fake = FakeApiServer::start().await;
+    fake.apply(
+        NAMESPACES,
+        namespace("default", json!({"services-allowed": "true"})),
+    );
+    fake.apply(NAMESPACES, namespace("team-a", json!({})));
+    fake.apply(INGRESSES, ingress("shop", "default", "shop.example.com"));
+    // At start no policy reads the cluster: nothing is cached, nothing watched.
+    let server = start_live(&fake, labels_required(&["team"]), &[]);
+    server.wait_ready(Duration::from_secs(20)).await;
+    assert!(!fake.requests().iter().any(|r| r.contains("namespaces")));
+
+    // Granted namespaces: they are listed before the policy that reads them serves.
+    server
+        .rewrite_policies(&Policies::from([("svc", service_policy().reads(NAMESPACE))]).to_yaml());
+    server.signal_hangup();
+    let server = &server;
+    eventually("the namespace policy serves", || async move {
+        let (status, body) = server
+            .post_json("/validate/svc", &review(service("api", "team-a")))
+            .await;
+        (status != 200).then(|| body.to_string())
+    })
+    .await;
+    let allowed = server
+        .validate("svc", &review(service("api", "default")))
+        .await;
+    assert_eq!(allowed["allowed"], true, "{allowed}");
+    let rejected = server
+        .validate("svc", &review(service("api", "team-a")))
+        .await;
+    assert_eq!(rejected["allowed"], false, "{rejected}");
+
+    // Ingresses instead: namespaces are no longer watched once the old set is done.
+    server
+        .rewrite_policies(&Policies::from([("hosts", ingress_policy().reads(INGRESS))]).to_yaml());
+    server.signal_hangup();
+    eventually("the ingress policy serves", || async move {
+        let (status, body) = server
+            .post_json(
+                "/validate/hosts",
+                &review(ingress("shop-v2", "team-a", "shop.example.com")),
+            )
+            .await;
+        (status != 200 || body["response"]["allowed"] != false).then(|| body.to_string())
+    })
+    .await;
+    server
+        .wait_for_log(|event| {
+            event["message"] == "no policy reads this kind any more: no longer cached"
+                && event["kind"] == "v1/Namespace"
+        })
+        .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_kind_the_cluster_does_not_serve_fails_the_reload() {
+    let fake = FakeApiServer::start().await;
+    let server = start_live(&fake, labels_required(&["team", "cost-center"]), &[]);
+    server.wait_ready(Duration::from_secs(20)).await;
+    let unknown = Policy::new(&wasm().required_labels)
+        .settings(json!({"required_labels": ["team"]}))
+        .reads(("example.com/v1", "Gadget"));
+    server.rewrite_policies(&Policies::from([("labels", unknown)]).to_yaml());
+    server.signal_hangup();
+    let event = server
+        .wait_for_log(|event| {
+            event["message"]
+                .as_str()
+                .is_some_and(|m| m.starts_with("reload failed"))
+        })
+        .await;
+    assert!(
+        event["message"].as_str().unwrap().contains("example.com/v1/Gadget"),
+        "{event}"
+    );
+    // The old set still serves.
+    wait_for_set(&server, true).await;
 }

@@ -9,228 +9,19 @@ pub mod reflector;
 pub mod review;
 pub mod snapshot_file;
 
+mod state;
+
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex, MutexGuard, RwLock};
-use std::time::{Duration, Instant};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use anyhow::Context;
-use guest_adapter::{AccessReviewer, CacheError, ClusterCache, KindSnapshot, ResourceKind, Scope};
+use guest_adapter::{AccessReviewer, ResourceKind};
+use tokio::task::AbortHandle;
 
 use discovery::DiscoveryError;
-use index::KindIndex;
 pub use reflector::WatchHealth;
-
-/// The latest snapshot of every cached kind. Writers (a reflector per kind) publish
-/// whole new snapshots; readers take a handle to the current one.
-pub struct ClusterState {
-    /// Looked up ignoring case, as access rules match kinds: a scan, as a server caches
-    /// a handful of kinds.
-    kinds: Vec<KindSlot>,
-}
-
-struct KindSlot {
-    kind: ResourceKind,
-    state: RwLock<SlotState>,
-    /// For the metrics only: never taken on the request path.
-    health: Mutex<KindHealth>,
-}
-
-#[derive(Default)]
-struct KindHealth {
-    changed_at: Option<Instant>,
-    watch: WatchHealth,
-}
-
-/// What the metrics say of one cached kind.
-#[derive(Debug, Clone)]
-pub struct KindReport {
-    pub kind: ResourceKind,
-    pub status: KindStatus,
-    pub objects: usize,
-    pub bytes: usize,
-    pub resource_version: u64,
-    /// Since the last published change (or first publication).
-    pub since_change: Option<Duration>,
-    pub watch: WatchHealth,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum KindStatus {
-    /// The first list has not completed.
-    Pending,
-    /// Served, and its watch is healthy (or it comes from a snapshot file).
-    Ready,
-    /// Served from the last snapshot while the watch retries.
-    Stale,
-    /// The cluster does not serve the kind.
-    Unserved,
-}
-
-impl KindStatus {
-    pub const ALL: [Self; 4] = [Self::Pending, Self::Ready, Self::Stale, Self::Unserved];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Pending => "pending",
-            Self::Ready => "ready",
-            Self::Stale => "stale",
-            Self::Unserved => "unserved",
-        }
-    }
-}
-
-enum SlotState {
-    /// The first list has not completed.
-    Pending,
-    Ready(Arc<KindIndex>),
-    /// The cluster does not serve the kind (with `--continue-on-errors`).
-    Unserved(String),
-}
-
-impl ClusterState {
-    /// A cache for `kinds`, none of them available until first published.
-    pub fn new(kinds: impl IntoIterator<Item = ResourceKind>) -> Self {
-        let mut slots: Vec<KindSlot> = Vec::new();
-        for kind in kinds {
-            if !slots.iter().any(|slot| slot.kind.matches(&kind)) {
-                slots.push(KindSlot {
-                    kind,
-                    state: RwLock::new(SlotState::Pending),
-                    health: Mutex::default(),
-                });
-            }
-        }
-        Self { kinds: slots }
-    }
-
-    /// The cached kinds, spelled as configured.
-    pub fn kinds(&self) -> impl Iterator<Item = &ResourceKind> {
-        self.kinds.iter().map(|slot| &slot.kind)
-    }
-
-    fn slot(&self, kind: &ResourceKind) -> Option<&KindSlot> {
-        self.kinds.iter().find(|slot| slot.kind.matches(kind))
-    }
-
-    fn set(&self, kind: &ResourceKind, state: SlotState) {
-        if let Some(slot) = self.slot(kind) {
-            let previous = std::mem::replace(
-                &mut *slot.state.write().expect("cache lock poisoned"),
-                state,
-            );
-            // Freed after the lock is released: after a relist nothing of it is shared, and
-            // readers must not wait for a whole kind to be freed.
-            drop(previous);
-        }
-    }
-
-    /// Makes `index` the snapshot of its kind.
-    pub fn publish(&self, index: Arc<KindIndex>) {
-        let kind = index.kind().clone();
-        self.set(&kind, SlotState::Ready(index));
-        if let Some(slot) = self.slot(&kind) {
-            slot.health().changed_at = Some(Instant::now());
-        }
-    }
-
-    /// Records how the watch of `kind` is faring.
-    pub fn record_watch(&self, kind: &ResourceKind, watch: WatchHealth) {
-        if let Some(slot) = self.slot(kind) {
-            slot.health().watch = watch;
-        }
-    }
-
-    /// Every kind's state, for the metrics.
-    pub fn report(&self) -> Vec<KindReport> {
-        self.kinds
-            .iter()
-            .map(|slot| {
-                let health = slot.health();
-                let mut report = KindReport {
-                    kind: slot.kind.clone(),
-                    status: KindStatus::Pending,
-                    objects: 0,
-                    bytes: 0,
-                    resource_version: 0,
-                    since_change: health.changed_at.map(|at| at.elapsed()),
-                    watch: health.watch,
-                };
-                match &*slot.state.read().expect("cache lock poisoned") {
-                    SlotState::Pending => {}
-                    SlotState::Unserved(_) => report.status = KindStatus::Unserved,
-                    SlotState::Ready(index) => {
-                        report.status = if health.watch.failing {
-                            KindStatus::Stale
-                        } else {
-                            KindStatus::Ready
-                        };
-                        report.objects = index.len();
-                        report.bytes = index.held_bytes();
-                        report.resource_version = index.resource_version();
-                    }
-                }
-                report
-            })
-            .collect()
-    }
-
-    /// Records that the cluster does not serve `kind`: reads of it fail with `reason`.
-    pub fn mark_unserved(&self, kind: &ResourceKind, reason: String) {
-        self.set(kind, SlotState::Unserved(reason));
-    }
-
-    /// Whether every kind has completed its first list (or is known not to be served).
-    pub fn all_synced(&self) -> bool {
-        self.kinds.iter().all(|slot| {
-            !matches!(
-                *slot.state.read().expect("cache lock poisoned"),
-                SlotState::Pending
-            )
-        })
-    }
-
-    /// Fills every kind from a snapshot file's objects; kinds the file lacks are
-    /// published empty.
-    pub fn publish_file(&self, mut file: snapshot_file::Snapshot) {
-        for slot in &self.kinds {
-            let index = file
-                .take(&slot.kind)
-                .unwrap_or_else(|| KindIndex::new(slot.kind.clone(), well_known_scope(&slot.kind)));
-            self.publish(Arc::new(index));
-        }
-    }
-}
-
-impl KindSlot {
-    fn health(&self) -> MutexGuard<'_, KindHealth> {
-        self.health.lock().unwrap_or_else(|e| e.into_inner())
-    }
-}
-
-/// The scope of the kinds every cluster has, for a kind with no objects to tell.
-pub fn well_known_scope(kind: &ResourceKind) -> Scope {
-    if kind.matches(&ResourceKind::namespaces()) {
-        Scope::Cluster
-    } else {
-        Scope::Namespaced
-    }
-}
-
-impl ClusterCache for ClusterState {
-    fn snapshot(&self, kind: &ResourceKind) -> Result<Arc<dyn KindSnapshot>, CacheError> {
-        let slot = self
-            .slot(kind)
-            .ok_or_else(|| CacheError::NotCached(kind.clone()))?;
-        match &*slot.state.read().expect("cache lock poisoned") {
-            SlotState::Ready(index) => Ok(index.clone()),
-            SlotState::Pending => Err(CacheError::Unavailable(slot.kind.clone())),
-            SlotState::Unserved(reason) => Err(CacheError::Unserved {
-                kind: slot.kind.clone(),
-                reason: reason.clone(),
-            }),
-        }
-    }
-}
+pub use state::{ClusterState, KindReport, KindStatus, well_known_scope};
 
 /// Where the cache gets its objects.
 #[derive(Debug, Clone)]
@@ -247,6 +38,115 @@ pub struct Cluster {
     pub reviewer: Option<Arc<dyn AccessReviewer>>,
     /// Kinds the cluster does not serve, with the reason; their reflectors do not run.
     pub unserved: Vec<(ResourceKind, String)>,
+    feed: Feed,
+}
+
+/// What fills the cache, kept so kinds can be added and dropped after the start.
+enum Feed {
+    File(PathBuf),
+    Api {
+        client: kube::Client,
+        /// The task that keeps each kind up to date (discovery, then its reflector).
+        reflectors: Mutex<Vec<(ResourceKind, AbortHandle)>>,
+    },
+}
+
+impl Cluster {
+    /// Caches `kinds` too (a reload granted them) and returns those it added once each
+    /// has been listed; or fails, leaving none of them cached, if one is not served or
+    /// not listed within `within`. Kinds cached already are left as they are.
+    pub async fn add_kinds(
+        &self,
+        kinds: &[ResourceKind],
+        within: Duration,
+    ) -> anyhow::Result<Vec<ResourceKind>> {
+        let added: Vec<ResourceKind> = kinds
+            .iter()
+            .filter(|kind| self.state.add((*kind).clone(), false))
+            .cloned()
+            .collect();
+        if added.is_empty() {
+            return Ok(added);
+        }
+        tracing::info!(kinds = ?added.iter().map(ToString::to_string).collect::<Vec<_>>(), "caching newly granted kinds");
+        match self.fill(&added, within).await {
+            Ok(()) => Ok(added),
+            Err(e) => {
+                for kind in &added {
+                    self.remove_kind(kind);
+                }
+                Err(e)
+            }
+        }
+    }
+
+    async fn fill(&self, added: &[ResourceKind], within: Duration) -> anyhow::Result<()> {
+        match &self.feed {
+            Feed::File(path) => {
+                let mut file = snapshot_file::load(path)?;
+                for kind in added {
+                    let index = file.take(kind).unwrap_or_else(|| {
+                        index::KindIndex::new(kind.clone(), well_known_scope(kind))
+                    });
+                    self.state.publish(Arc::new(index));
+                }
+            }
+            Feed::Api { client, reflectors } => {
+                for kind in added {
+                    // Marked unserved, not retried, if the cluster does not serve it.
+                    let task = tokio::spawn(discover_then_reflect(
+                        client.clone(),
+                        kind.clone(),
+                        self.state.clone(),
+                        true,
+                        Duration::ZERO,
+                    ));
+                    reflectors
+                        .lock()
+                        .expect("reflector list lock")
+                        .push((kind.clone(), task.abort_handle()));
+                }
+            }
+        }
+        let deadline = tokio::time::Instant::now() + within;
+        while !added.iter().all(|kind| self.state.is_synced(kind)) {
+            if tokio::time::Instant::now() > deadline {
+                anyhow::bail!(
+                    "{} not listed within {within:?}",
+                    added
+                        .iter()
+                        .map(ToString::to_string)
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        for kind in added {
+            if let Some(reason) = self.state.unserved_reason(kind) {
+                anyhow::bail!("the cluster does not serve {kind}: {reason}");
+            }
+        }
+        Ok(())
+    }
+
+    /// Stops caching `kind` and watching it.
+    pub fn remove_kind(&self, kind: &ResourceKind) {
+        if let Feed::Api { reflectors, .. } = &self.feed {
+            reflectors
+                .lock()
+                .expect("reflector list lock")
+                .retain(|(watched, task)| {
+                    let stop = watched.matches(kind);
+                    if stop {
+                        task.abort();
+                    }
+                    !stop
+                });
+        }
+        self.state.remove(kind);
+        tracing::info!(%kind, "no policy reads this kind any more: no longer cached");
+    }
 }
 
 /// Builds the cache for `kinds` and starts filling it: from the file at once, or with one
@@ -271,6 +171,7 @@ pub async fn start(
                 state,
                 reviewer: None,
                 unserved: Vec::new(),
+                feed: Feed::File(path.clone()),
             })
         }
         CacheSource::Cluster { kubeconfig } => {
@@ -312,23 +213,33 @@ pub async fn start(
             for (kind, reason) in &unserved {
                 state.mark_unserved(kind, reason.clone());
             }
+            let mut reflectors = Vec::new();
             for found in resolved {
-                tokio::spawn(reflector::reflect(client.clone(), found, state.clone()));
+                let kind = found.kind.clone();
+                let task = tokio::spawn(reflector::reflect(client.clone(), found, state.clone()));
+                reflectors.push((kind, task.abort_handle()));
             }
             for kind in unreachable {
-                tokio::spawn(discover_then_reflect(
+                let task = tokio::spawn(discover_then_reflect(
                     client.clone(),
-                    kind,
+                    kind.clone(),
                     state.clone(),
                     continue_on_errors,
+                    // It has just failed.
+                    Duration::from_millis(500),
                 ));
+                reflectors.push((kind, task.abort_handle()));
             }
             let reviewer =
-                review::ApiAccessReviewer::new(client, tokio::runtime::Handle::current());
+                review::ApiAccessReviewer::new(client.clone(), tokio::runtime::Handle::current());
             Ok(Cluster {
                 state,
                 reviewer: Some(Arc::new(reviewer)),
                 unserved,
+                feed: Feed::Api {
+                    client,
+                    reflectors: Mutex::new(reflectors),
+                },
             })
         }
     }
@@ -337,14 +248,15 @@ pub async fn start(
 /// How long start-up waits for one kind's discovery before retrying it in the background.
 const DISCOVERY_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Discovery retried with backoff until the API server answers, then the reflector.
+/// Discovery, first after `delay` and then retried with backoff until the API server
+/// answers, then the reflector.
 async fn discover_then_reflect(
     client: kube::Client,
     kind: ResourceKind,
     state: Arc<ClusterState>,
     continue_on_errors: bool,
+    mut delay: Duration,
 ) {
-    let mut delay = Duration::from_millis(500);
     loop {
         tokio::time::sleep(delay).await;
         match discovery::resolve(&client, &kind).await {
@@ -359,7 +271,7 @@ async fn discover_then_reflect(
             Err(DiscoveryError::Unreachable(e)) => {
                 tracing::debug!(%kind, error = %e, "API discovery still failing");
                 // One small GET: cheap to repeat, and a slow retry would hold readiness back.
-                delay = (delay * 2).min(Duration::from_secs(5));
+                delay = (delay * 2).clamp(Duration::from_millis(500), Duration::from_secs(5));
             }
         }
     }

@@ -22,13 +22,7 @@ pub(super) async fn start_cluster_cache(
     if kinds.is_empty() && !asks_access_reviews {
         return Ok(None);
     }
-    let source = match &args.cluster_snapshot {
-        Some(path) => CacheSource::File(path.clone()),
-        None => CacheSource::Cluster {
-            kubeconfig: args.kubeconfig.clone(),
-        },
-    };
-    let cluster = crate::cache::start(kinds, &source, args.continue_on_errors).await?;
+    let cluster = crate::cache::start(kinds, &source(args), args.continue_on_errors).await?;
     for (kind, reason) in &cluster.unserved {
         let readers: Vec<String> = grants()
             .filter(|(_, granted)| granted.matches(kind))
@@ -79,4 +73,14 @@ fn grants(file: &PoliciesFile) -> impl Iterator<Item = (&String, ResourceKind)> 
             // Named as the API server names them, whatever the grant's case.
             .map(move |r| (id, ResourceKind::new(&r.api_version, &r.kind).canonical()))
     })
+}
+
+/// Where the cluster cache comes from.
+pub(super) fn source(args: &ServeArgs) -> CacheSource {
+    match &args.cluster_snapshot {
+        Some(path) => CacheSource::File(path.clone()),
+        None => CacheSource::Cluster {
+            kubeconfig: args.kubeconfig.clone(),
+        },
+    }
 }

@@ -316,7 +316,10 @@ async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let options = args.code.load_options(args.continue_on_errors);
     let cluster = cluster::start_cluster_cache(&file, &args).await?;
     let cache = cluster.as_ref().map(|cluster| cluster.state.clone());
-    let reviewer = cluster.and_then(|cluster| cluster.reviewer);
+    let reviewer = cluster
+        .as_ref()
+        .and_then(|cluster| cluster.reviewer.clone());
+    let reading = cluster::granted(&file).kinds;
     let LoadedPolicies { policies, upgrades } = tokio::task::spawn_blocking({
         let runtime = runtime.clone();
         let reviewer = reviewer.clone();
@@ -374,8 +377,9 @@ async fn run(args: ServeArgs) -> anyhow::Result<()> {
         allow_empty: args.allow_empty_policies,
         served: served.clone(),
         runtime,
-        cache,
-        reviewer,
+        cluster,
+        source: cluster::source(&args),
+        reading,
         options,
         worker_limits,
     };

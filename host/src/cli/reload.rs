@@ -1,22 +1,25 @@
 //! Hot reload of policies.yml: on SIGHUP, and when the file changes on disk (checked
 //! every 2 s, following symlinks, so a ConfigMap update, which swaps a symlink, is seen).
 //!
-//! The new set is read, compiled and its settings checked off the request path; only a
-//! set that loads whole replaces the served one (`--continue-on-errors` applies at start
-//! only: a reload never swaps in a policy that fails). A bad file leaves the old set
-//! serving, and says why in the log and in `policy_server_policy_reloads_total`.
+//! The new set is read, compiled and its settings checked off the request path; kinds it
+//! newly reads are cached (listed) first. Only a set that loads whole replaces the served
+//! one (`--continue-on-errors` applies at start only: a reload never swaps in a policy
+//! that fails). A bad file leaves the old set serving, and says why in the log and in
+//! `policy_server_policy_reloads_total`. Kinds no policy reads any more stop being
+//! watched once the last request on the old set is answered.
 
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use guest_adapter::{AccessReviewer, ClusterCache, NoCluster};
+use guest_adapter::{ClusterCache, NoCluster, ResourceKind};
 use tokio::signal::unix::{SignalKind, signal};
 
 use super::cluster::{Granted, granted};
-use crate::cache::ClusterState;
+use crate::cache::{CacheSource, Cluster};
 use crate::config::PoliciesFile;
+use crate::metrics::cluster::ClusterCollector;
 use crate::metrics::{LoadOutcome, metrics};
 use crate::policy::{
     Evaluator, LoadOptions, LoadedPolicies, ServedPolicies, WorkerLimits, load_policies,
@@ -26,6 +29,8 @@ use crate::tls::FileStamp;
 
 /// How often the file is looked at.
 const POLL_INTERVAL: Duration = Duration::from_secs(2);
+/// How long a reload waits for the first list of a newly granted kind.
+const LIST_WITHIN: Duration = Duration::from_secs(60);
 
 /// What a reload needs: where the file is, and what the first load was given.
 pub(super) struct Reloader {
@@ -33,8 +38,11 @@ pub(super) struct Reloader {
     pub allow_empty: bool,
     pub served: Arc<ServedPolicies>,
     pub runtime: Arc<Runtime>,
-    pub cache: Option<Arc<ClusterState>>,
-    pub reviewer: Option<Arc<dyn AccessReviewer>>,
+    /// The cache; made by the first reload that grants a kind if the start had none.
+    pub cluster: Option<Cluster>,
+    pub source: CacheSource,
+    /// The kinds the served set reads.
+    pub reading: Vec<ResourceKind>,
     pub options: LoadOptions,
     pub worker_limits: WorkerLimits,
 }
@@ -48,38 +56,45 @@ impl Reloader {
         Ok(tokio::spawn(self.run(hangups)))
     }
 
-    async fn run(self, mut hangups: tokio::signal::unix::Signal) {
+    async fn run(mut self, mut hangups: tokio::signal::unix::Signal) {
         let mut seen = FileStamp::of(&self.path);
         let mut poll = tokio::time::interval(POLL_INTERVAL);
         poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // Replaced sets still answering requests: kinds are retired once none is.
+        let mut retiring: Vec<Weak<Evaluator>> = Vec::new();
         loop {
             let trigger = tokio::select! {
-                _ = hangups.recv() => "SIGHUP",
-                _ = poll.tick() => {
-                    let now = FileStamp::of(&self.path);
-                    if now == seen {
-                        continue;
-                    }
-                    "the file changed"
-                }
+                _ = hangups.recv() => Some("SIGHUP"),
+                _ = poll.tick() => (FileStamp::of(&self.path) != seen).then_some("the file changed"),
+            };
+            retiring.retain(|old| old.strong_count() > 0);
+            if retiring.is_empty() {
+                self.retire_unread_kinds();
+            }
+            let Some(trigger) = trigger else {
+                continue;
             };
             // Taken before reading, so a change made while loading is loaded next time.
             seen = FileStamp::of(&self.path);
-            self.reload(trigger).await;
+            if let Some(old) = self.reload(trigger).await {
+                retiring.push(old);
+            }
         }
     }
 
-    async fn reload(&self, trigger: &'static str) {
+    /// Loads the file and swaps it in; the old set, if it was replaced.
+    async fn reload(&mut self, trigger: &'static str) -> Option<Weak<Evaluator>> {
         let started = Instant::now();
         tracing::info!(%trigger, path = %self.path.display(), "reloading policies");
         match self.load().await {
-            Ok(LoadedPolicies { policies, upgrades }) => {
+            Ok((LoadedPolicies { policies, upgrades }, reading)) => {
                 let count = policies.len();
-                self.served.replace(Evaluator::new(
+                let old = self.served.replace(Evaluator::new(
                     self.runtime.clone(),
                     policies,
                     self.worker_limits,
                 ));
+                self.reading = reading;
                 metrics().policies_reloaded(LoadOutcome::Loaded);
                 tracing::info!(policies = count, elapsed = ?started.elapsed(), "policies reloaded");
                 self.runtime.release_compiler();
@@ -90,45 +105,71 @@ impl Reloader {
                         "cannot start the thread that upgrades compiled policies: {e:#}"
                     );
                 }
+                Some(old)
             }
             Err(e) => {
                 metrics().policies_reloaded(LoadOutcome::Failed);
                 tracing::error!("reload failed, the policies loaded before keep serving: {e:#}");
+                None
             }
         }
     }
 
-    async fn load(&self) -> anyhow::Result<LoadedPolicies> {
+    async fn load(&mut self) -> anyhow::Result<(LoadedPolicies, Vec<ResourceKind>)> {
         let file = PoliciesFile::load(&self.path, self.allow_empty)?;
-        let Granted { kinds, .. } = granted(&file);
-        let missing: Vec<String> = kinds
-            .iter()
-            .filter(|kind| {
-                !self
-                    .cache
-                    .as_ref()
-                    .is_some_and(|cache| cache.kinds().any(|cached| cached.matches(kind)))
-            })
-            .map(ToString::to_string)
-            .collect();
-        anyhow::ensure!(
-            missing.is_empty(),
-            "a policy is granted {}, which the server does not cache: a newly granted kind takes a restart",
-            missing.join(", ")
-        );
-        let cache: Arc<dyn ClusterCache> = match &self.cache {
-            Some(state) => state.clone(),
+        let Granted {
+            kinds,
+            asks_access_reviews,
+        } = granted(&file);
+        if (!kinds.is_empty() || asks_access_reviews) && self.cluster.is_none() {
+            let cluster = crate::cache::start(Vec::new(), &self.source, false).await?;
+            metrics().register_collector(ClusterCollector(cluster.state.clone()));
+            self.cluster = Some(cluster);
+        }
+        let added = match &self.cluster {
+            Some(cluster) => cluster
+                .add_kinds(&kinds, LIST_WITHIN)
+                .await
+                .context("cannot cache a newly granted kind")?,
+            None => Vec::new(),
+        };
+        let cache: Arc<dyn ClusterCache> = match &self.cluster {
+            Some(cluster) => cluster.state.clone(),
             None => Arc::new(NoCluster),
         };
-        let (runtime, reviewer) = (self.runtime.clone(), self.reviewer.clone());
+        let reviewer = self.cluster.as_ref().and_then(|c| c.reviewer.clone());
+        let runtime = self.runtime.clone();
         let options = LoadOptions {
             continue_on_errors: false,
             ..self.options.clone()
         };
-        tokio::task::spawn_blocking(move || {
+        let loaded = tokio::task::spawn_blocking(move || {
             load_policies(&file, &runtime, cache, reviewer, &options)
         })
         .await
-        .context("policy loading panicked")?
+        .context("policy loading panicked")?;
+        match loaded {
+            Ok(loaded) => Ok((loaded, kinds)),
+            Err(e) => {
+                // Kinds cached for this set alone go with it.
+                if let Some(cluster) = &self.cluster {
+                    added.iter().for_each(|kind| cluster.remove_kind(kind));
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// Stops caching the kinds the served set does not read (only once no older set,
+    /// which might, is still answering a request).
+    fn retire_unread_kinds(&self) {
+        let Some(cluster) = &self.cluster else {
+            return;
+        };
+        for kind in cluster.state.kinds() {
+            if !self.reading.iter().any(|read| read.matches(&kind)) {
+                cluster.remove_kind(&kind);
+            }
+        }
     }
 }

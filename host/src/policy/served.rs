@@ -4,7 +4,7 @@
 //! that began on the old set finishes on it; the old set (its workers, its compiled
 //! modules) goes when its last request does.
 
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, RwLock, Weak};
 
 use super::Evaluator;
 
@@ -27,13 +27,14 @@ impl ServedPolicies {
             .clone()
     }
 
-    /// Serves `evaluator` from the next request on.
-    pub fn replace(&self, evaluator: Evaluator) {
+    /// Serves `evaluator` from the next request on. The old set lives on while requests
+    /// hold it: the answer tells when it is gone.
+    pub fn replace(&self, evaluator: Evaluator) -> Weak<Evaluator> {
         let previous = std::mem::replace(
             &mut *self.current.write().unwrap_or_else(|e| e.into_inner()),
             Arc::new(evaluator),
         );
         // Outside the lock: if no request holds it, dropping it stops its workers.
-        drop(previous);
+        Arc::downgrade(&previous)
     }
 }

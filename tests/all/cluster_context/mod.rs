@@ -17,7 +17,7 @@ pub(crate) fn service_policy() -> Policy {
 }
 
 /// Refuses an Ingress whose host another Ingress serves (reads ingresses).
-fn ingress_policy() -> Policy {
+pub(crate) fn ingress_policy() -> Policy {
     Policy::new(&wasm().unique_ingress_host)
 }
 
@@ -32,7 +32,7 @@ pub(crate) fn service(name: &str, namespace: &str) -> Value {
            "spec": {"ports": [{"port": 80}]}})
 }
 
-fn ingress(name: &str, namespace: &str, host: &str) -> Value {
+pub(crate) fn ingress(name: &str, namespace: &str, host: &str) -> Value {
     json!({"apiVersion": "networking.k8s.io/v1", "kind": "Ingress",
            "metadata": {"name": name, "namespace": namespace},
            "spec": {"rules": [{"host": host}]}})
