@@ -222,7 +222,10 @@ async fn a_kind_the_cluster_does_not_serve_fails_the_reload() {
         })
         .await;
     assert!(
-        event["message"].as_str().unwrap().contains("example.com/v1/Gadget"),
+        event["message"]
+            .as_str()
+            .unwrap()
+            .contains("example.com/v1/Gadget"),
         "{event}"
     );
     // The old set still serves.

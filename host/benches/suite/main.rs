@@ -15,6 +15,7 @@ mod host_call;
 mod load;
 mod memory;
 mod metrics;
+mod reload;
 mod report;
 mod startup;
 mod stats;
@@ -63,7 +64,7 @@ impl Scale {
 
 type Section = fn(&mut report::Report, &Scale) -> anyhow::Result<()>;
 
-const SECTIONS: [(&str, Section); 8] = [
+const SECTIONS: [(&str, Section); 9] = [
     ("evaluation", evaluation::run),
     ("host_call", host_call::run),
     ("e2e", e2e::run),
@@ -72,6 +73,7 @@ const SECTIONS: [(&str, Section); 8] = [
     ("memory", memory::run),
     ("freshness", freshness::run),
     ("metrics", metrics::run),
+    ("reload", reload::run),
 ];
 
 fn main() -> anyhow::Result<()> {

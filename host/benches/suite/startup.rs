@@ -114,7 +114,10 @@ fn table_key(name: &str) -> String {
 }
 
 /// The examples' policies.yml entries, 20 of them, each on its own copy of its module.
-fn twenty_distinct_policies(examples: &Path, dir: &Path) -> anyhow::Result<(String, Vec<PathBuf>)> {
+pub fn twenty_distinct_policies(
+    examples: &Path,
+    dir: &Path,
+) -> anyhow::Result<(String, Vec<PathBuf>)> {
     let examples_yml: serde_json::Map<String, Value> =
         serde_saphyr::from_str(&std::fs::read_to_string(examples.join("policies.yml"))?)?;
     let originals: Vec<(&String, &Value)> = examples_yml.iter().collect();
