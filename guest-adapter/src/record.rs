@@ -71,9 +71,9 @@ impl GuestSession {
                 policy: self.policy_id(),
                 style,
                 operation,
-                // Only a granted kind: a guest may name any kind at all, and a label
-                // value per name would be a series per name, without bound.
-                kind: kind.filter(|kind| self.allows(kind)),
+                // Only a granted kind, spelled as granted: a guest may name any kind, in
+                // any case, and a label value per name would be a series per name.
+                kind: kind.and_then(|kind| self.granted(kind)),
                 outcome: result.as_ref().map_or_else(HostCallError::class, |_| "ok"),
             });
         }
@@ -135,6 +135,8 @@ mod tests {
             },
         );
         let _ = session.wit_list_all(ResourceKind::namespaces());
+        // Any spelling of a granted kind is counted under the grant's.
+        let _ = session.wit_get("V1".into(), "NAMESPACE".into(), None, "default".into());
 
         let namespace = Some("v1/Namespace".to_owned());
         assert_eq!(
@@ -146,7 +148,8 @@ mod tests {
                 ("wapc", "unknown", None, "unknown_call"),
                 ("wit", "get", namespace.clone(), "not_found"),
                 ("wit", "list", None, "invalid_argument"),
-                ("wit", "list", namespace, "ok"),
+                ("wit", "list", namespace.clone(), "ok"),
+                ("wit", "get", namespace, "ok"),
             ]
         );
     }

@@ -136,8 +136,13 @@ impl GuestSession {
         self.context.recorder.as_deref()
     }
 
-    pub(crate) fn allows(&self, kind: &ResourceKind) -> bool {
-        self.context.access.allows(kind)
+    /// The grant `kind` falls under, as the policy's configuration spells it.
+    pub(crate) fn granted(&self, kind: &ResourceKind) -> Option<&ResourceKind> {
+        self.context
+            .access
+            .granted()
+            .iter()
+            .find(|granted| granted.matches(kind))
     }
 
     /// Starts an evaluation that may take `timeout`: pinned snapshots are forgotten, so it

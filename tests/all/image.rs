@@ -1,4 +1,5 @@
-//! The container image (host/Dockerfile), built with buildah where it is installed.
+//! The container image (host/Dockerfile), built with buildah where it is installed, and
+//! the server run in it.
 
 use std::path::Path;
 use std::process::Command;
@@ -19,6 +20,14 @@ fn the_image_holds_the_server_its_libraries_and_the_modules() {
         .arg(env!("CARGO_BIN_EXE_policy-server"))
         .arg(&rootfs)
         .arg(module));
+    // What the manifests' ConfigMap would hold, pointing into the image.
+    let name = Path::new(module).file_name().unwrap().to_str().unwrap();
+    std::fs::create_dir(rootfs.join("config")).unwrap();
+    std::fs::write(
+        rootfs.join("config/policies.yml"),
+        format!("pinned:\n  module: /policies/{name}\n"),
+    )
+    .unwrap();
     // A storage of its own, so the test leaves nothing behind.
     let buildah = || {
         let mut command = Command::new("buildah");
@@ -54,12 +63,12 @@ fn the_image_holds_the_server_its_libraries_and_the_modules() {
         .args(["run", "--isolation", "chroot", container.trim(), "--"])
         .args(["/policy-server", "--version"]));
     assert!(version.starts_with("policy-server "), "{version}");
-    let listing = run(buildah()
+    // As the non-root user, on the image's own files: the module loads, compiles and
+    // checks its settings (precompile does all a start does, without serving).
+    run(buildah()
         .args(["run", "--isolation", "chroot", container.trim(), "--"])
-        .args(["/policy-server", "manifests", "--help"]));
-    assert!(listing.contains("--module-dir"), "{listing}");
-    let name = Path::new(module).file_name().unwrap();
-    assert!(rootfs.join("policies").join(name).is_file());
+        .args(["/policy-server", "precompile", "--policies", "/config/policies.yml"])
+        .args(["--compile-cache-dir", "/tmp/cache"]));
 }
 
 /// Runs `command`, panicking with its output if it fails; returns its stdout.

@@ -60,6 +60,12 @@ impl Cluster {
         kinds: &[ResourceKind],
         within: Duration,
     ) -> anyhow::Result<Vec<ResourceKind>> {
+        // A kind the cluster did not serve is asked about again: its CRD may be installed now.
+        for kind in kinds {
+            if self.state.unserved_reason(kind).is_some() {
+                self.remove_kind(kind);
+            }
+        }
         let added: Vec<ResourceKind> = kinds
             .iter()
             .filter(|kind| self.state.add((*kind).clone(), false))

@@ -307,8 +307,9 @@ async fn run(args: ServeArgs) -> anyhow::Result<()> {
         }
     };
     let file = PoliciesFile::load(&args.code.policies, args.allow_empty_policies)?;
-    // Evaluations in flight, plus one for start-up checks and upgrades.
-    let instances = worker_limits.workers as u32 + 1;
+    // Evaluations in flight, twice over (after a reload the old set's workers finish its
+    // queue beside the new set's), plus one each for settings checks and upgrades.
+    let instances = 2 * worker_limits.workers as u32 + 2;
     let runtime = Arc::new(Runtime::new(
         args.code
             .runtime_config(instances, args.compile_cache_dir.clone()),

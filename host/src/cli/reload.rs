@@ -29,6 +29,11 @@ use crate::tls::FileStamp;
 
 /// How often the file is looked at.
 const POLL_INTERVAL: Duration = Duration::from_secs(2);
+/// A failed reload is tried again (the API server may have been down, the ClusterRole
+/// not yet applied), first after this, then twice as long each time up to
+/// [`MAX_RETRY_AFTER`], until one succeeds or the file changes.
+const FIRST_RETRY_AFTER: Duration = Duration::from_secs(4);
+const MAX_RETRY_AFTER: Duration = Duration::from_secs(120);
 /// How long a reload waits for the first list of a newly granted kind.
 const LIST_WITHIN: Duration = Duration::from_secs(60);
 
@@ -62,10 +67,20 @@ impl Reloader {
         poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         // Replaced sets still answering requests: kinds are retired once none is.
         let mut retiring: Vec<Weak<Evaluator>> = Vec::new();
+        // After a failed reload: when to try again, and how long to wait after that.
+        let mut retry: Option<(Instant, Duration)> = None;
         loop {
             let trigger = tokio::select! {
                 _ = hangups.recv() => Some("SIGHUP"),
-                _ = poll.tick() => (FileStamp::of(&self.path) != seen).then_some("the file changed"),
+                _ = poll.tick() => {
+                    if FileStamp::of(&self.path) != seen {
+                        Some("the file changed")
+                    } else {
+                        retry
+                            .is_some_and(|(at, _)| Instant::now() >= at)
+                            .then_some("retrying after a failure")
+                    }
+                }
             };
             retiring.retain(|old| old.strong_count() > 0);
             if retiring.is_empty() {
@@ -75,9 +90,20 @@ impl Reloader {
                 continue;
             };
             // Taken before reading, so a change made while loading is loaded next time.
+            let changed = FileStamp::of(&self.path) != seen;
             seen = FileStamp::of(&self.path);
-            if let Some(old) = self.reload(trigger).await {
-                retiring.push(old);
+            match self.reload(trigger).await {
+                Some(old) => {
+                    retiring.push(old);
+                    retry = None;
+                }
+                None => {
+                    let after = match retry {
+                        Some((_, after)) if !changed => (after * 2).min(MAX_RETRY_AFTER),
+                        _ => FIRST_RETRY_AFTER,
+                    };
+                    retry = Some((Instant::now() + after, after));
+                }
             }
         }
     }

@@ -35,8 +35,12 @@ pub(super) fn cluster_role(file: &PoliciesFile, deployment: &Deployment) -> Clus
             continue;
         }
         let (group, version) = kind.group_version();
+        // The plural by Kubernetes' default rule (as kube-rs guesses it): right for every
+        // built-in kind and most CRDs; a CRD with an irregular plural needs its rule edited.
         let resource = ApiResource::from_gvk(&GroupVersionKind::gvk(group, version, &kind.kind));
-        let resources = readable.entry(resource.group).or_default();
+        let resources = readable
+            .entry(resource.group.to_ascii_lowercase())
+            .or_default();
         if !resources.contains(&resource.plural) {
             resources.push(resource.plural);
         }

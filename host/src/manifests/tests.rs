@@ -254,10 +254,13 @@ fn what_cannot_make_a_working_deployment_is_refused() {
         ..trust()
     };
     assert!(error(&format!("p:\n  module: p.wasm\n  {rules}\n"), single).contains("at least 2"));
-    assert!(
-        error(&format!("Bad_Id:\n  module: p.wasm\n  {rules}\n"), trust())
-            .contains("cannot name a webhook")
-    );
+    for id in ["Bad_Id", "-lead", "trail-", &"x".repeat(64)] {
+        assert!(
+            error(&format!("{id}:\n  module: p.wasm\n  {rules}\n"), trust())
+                .contains("cannot name a webhook"),
+            "{id}"
+        );
+    }
     let twins =
         format!("a:\n  module: one/p.wasm\n  {rules}\nb:\n  module: two/p.wasm\n  {rules}\n");
     assert!(error(&twins, trust()).contains("have the same file name"));

@@ -36,11 +36,11 @@ pub(super) fn configurations(
                  ClusterAdmissionPolicy: apiGroups, apiVersions, resources, operations)"
             );
         }
-        if !id
-            .chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
-        {
-            bail!("policy id '{id}' cannot name a webhook: use lowercase letters, digits and '-'");
+        if !is_dns_label(id) {
+            bail!(
+                "policy id '{id}' cannot name a webhook: use at most 63 lowercase letters, \
+                 digits and '-', starting and ending with a letter or digit"
+            );
         }
         let entry = Entry::of(id, policy, deployment);
         if policy.is_mutating() {
@@ -137,4 +137,13 @@ impl Entry {
             side_effects: policy.side_effects.clone().unwrap_or_else(|| "None".into()),
         }
     }
+}
+
+/// A DNS-1123 label, as each part of a webhook's name must be.
+fn is_dns_label(text: &str) -> bool {
+    let alphanumeric = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit();
+    (1..=63).contains(&text.len())
+        && text.chars().all(|c| alphanumeric(c) || c == '-')
+        && text.starts_with(alphanumeric)
+        && text.ends_with(alphanumeric)
 }

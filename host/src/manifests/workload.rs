@@ -177,6 +177,12 @@ pub(super) fn deployment(deployment: &Deployment) -> K8sDeployment {
         ]),
         readiness_probe: Some(probe("/readiness", 5)),
         liveness_probe: Some(probe("/livez", 10)),
+        // The probe port opens once the policies are compiled: with an empty compile
+        // cache on a small CPU share that takes a while, and must not count as dead.
+        startup_probe: Some(Probe {
+            failure_threshold: Some(60),
+            ..probe("/livez", 5)
+        }),
         resources: Some(ResourceRequirements {
             requests: Some(BTreeMap::from([
                 ("cpu".to_owned(), Quantity("250m".into())),

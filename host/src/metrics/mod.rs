@@ -253,8 +253,10 @@ impl Metrics {
         self.queue_wait_seconds.observe(waited.as_secs_f64());
     }
 
-    pub fn set_queue_depth(&self, waiting: usize) {
-        self.queue_depth.set(waiting as i64);
+    /// Evaluations waiting for a worker, in every served set (a reload's old set may
+    /// still have some): each queue adds and takes away its own.
+    pub fn queue_depth_changed(&self, by: i64) {
+        self.queue_depth.inc_by(by);
     }
 
     pub fn refused(&self, reason: Refusal) {

@@ -20,9 +20,9 @@ pub const DEFAULT_QUEUED_PER_WORKER: usize = 128;
 /// may spin until its deadline, so it runs on threads of its own, never on the async
 /// runtime. The workers are long-lived and take jobs from a fair queue with one lane per
 /// policy (see [`super::scheduler`]): under load a worker goes from one evaluation to the
-/// next without sleeping, a slow policy holds at most its share of the workers, and the
-/// number of live instances never exceeds the number of workers, which the instance pool
-/// is sized for.
+/// next without sleeping, and a slow policy holds at most its share of the workers. The
+/// live instances of one set never exceed its workers; after a reload, the old set's
+/// workers finish its queue beside the new set's, and the instance pool is sized for both.
 pub struct Evaluator {
     runtime: Arc<Runtime>,
     policies: HashMap<String, Arc<Policy>>,

@@ -94,7 +94,7 @@ impl FairQueue {
         state.next_ticket += 1;
         state.lanes[lane].jobs.push_back((ticket, job));
         state.waiting += 1;
-        metrics().set_queue_depth(state.waiting);
+        metrics().queue_depth_changed(1);
         self.give_turn(&mut state, lane);
         // Every job may be one an idle worker can take now, even in a lane already in line.
         if !state.turns.is_empty() {
@@ -113,7 +113,7 @@ impl FairQueue {
         };
         let withdrawn = jobs.remove(position);
         state.waiting -= 1;
-        metrics().set_queue_depth(state.waiting);
+        metrics().queue_depth_changed(-1);
         if state.lanes[lane].jobs.is_empty() && state.lanes[lane].has_turn {
             state.lanes[lane].has_turn = false;
             state.turns.retain(|&queued| queued != lane);
@@ -139,7 +139,7 @@ impl FairQueue {
                     .pop_front()
                     .expect("a lane with a turn has work");
                 state.waiting -= 1;
-                metrics().set_queue_depth(state.waiting);
+                metrics().queue_depth_changed(-1);
                 state.lanes[lane].running += 1;
                 // Back of the line: the other lanes go first.
                 self.give_turn(&mut state, lane);
@@ -195,6 +195,13 @@ impl FairQueue {
         // Jobs run outside the lock, so a poisoned lock only means a panic in this
         // module's own bookkeeping, which leaves the state consistent.
         self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl Drop for FairQueue {
+    fn drop(&mut self) {
+        // Jobs never taken go with the queue (their callers have gone too).
+        metrics().queue_depth_changed(-(self.lock().waiting as i64));
     }
 }
 
