@@ -67,7 +67,12 @@ fn the_image_holds_the_server_its_libraries_and_the_modules() {
     // checks its settings (precompile does all a start does, without serving).
     run(buildah()
         .args(["run", "--isolation", "chroot", container.trim(), "--"])
-        .args(["/policy-server", "precompile", "--policies", "/config/policies.yml"])
+        .args([
+            "/policy-server",
+            "precompile",
+            "--policies",
+            "/config/policies.yml",
+        ])
         .args(["--compile-cache-dir", "/tmp/cache"]));
 }
 

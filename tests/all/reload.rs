@@ -117,10 +117,9 @@ async fn a_bad_file_leaves_the_old_set_serving() {
         server.signal_hangup();
         let server = &server;
         eventually("the reload fails, saying why", || async move {
-            let failed = server
-                .log()
-                .lines()
-                .any(|l| l.contains("\"level\":\"ERROR\"") && l.contains("reload failed") && l.contains(said));
+            let failed = server.log().lines().any(|l| {
+                l.contains("\"level\":\"ERROR\"") && l.contains("reload failed") && l.contains(said)
+            });
             (!failed).then(|| server.log())
         })
         .await;
