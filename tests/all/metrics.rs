@@ -15,17 +15,18 @@ use crate::{
     default_labels, example_snapshot, misbehaving, pinned_pod, required_labels, server, start_live,
 };
 
-/// Scrapes the server's metrics port (whose address its log says).
-async fn scrape(server: &Server) -> Scrape {
+/// The server's metrics port, as its log says.
+async fn metrics_port(server: &Server) -> u16 {
     let event = server
         .wait_for_log(|event| event["message"] == "serving metrics at /metrics")
         .await;
-    let port = event["address"]
-        .as_str()
-        .unwrap()
-        .rsplit(':')
-        .next()
-        .unwrap();
+    let address = event["address"].as_str().unwrap();
+    address.rsplit(':').next().unwrap().parse().unwrap()
+}
+
+/// Scrapes the server's metrics port.
+async fn scrape(server: &Server) -> Scrape {
+    let port = metrics_port(server).await;
     let response = reqwest::get(format!("http://127.0.0.1:{port}/metrics"))
         .await
         .unwrap();
@@ -266,4 +267,42 @@ async fn the_watch_of_each_kind_is_visible_through_an_outage_and_a_relist() {
             &namespaces
         ) >= 1.0
     );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_metrics_port_holds_eight_connections_and_recovers() {
+    let server = server([("labels", required_labels())])
+        .arg("--metrics-port")
+        .arg("0")
+        .start();
+    let port = metrics_port(&server).await;
+    let get = || async move {
+        reqwest::Client::builder()
+            .timeout(Duration::from_millis(1500))
+            .build()
+            .unwrap()
+            .get(format!("http://127.0.0.1:{port}/metrics"))
+            .send()
+            .await
+    };
+    assert!(get().await.is_ok());
+
+    // Eight connections that send nothing take every slot: a ninth is not served...
+    let mut idle = Vec::new();
+    for _ in 0..8 {
+        idle.push(
+            tokio::net::TcpStream::connect(("127.0.0.1", port))
+                .await
+                .unwrap(),
+        );
+    }
+    assert!(get().await.is_err(), "a ninth connection was served");
+    // ...until they go; the webhook is served meanwhile.
+    let answer = server.validate("labels", &pinned_pod()).await;
+    assert_eq!(answer["allowed"], true);
+    drop(idle);
+    eventually("scrapes are served again", || async move {
+        get().await.err().map(|e| e.to_string())
+    })
+    .await;
 }
