@@ -157,22 +157,15 @@ impl ClusterState {
 
     fn set(&self, kind: &ResourceKind, state: SlotState) {
         if let Some(slot) = self.slot(kind) {
-            let previous = std::mem::replace(
-                &mut *slot.state.write().expect("cache lock poisoned"),
-                state,
-            );
-            // Freed after the lock is released: after a relist nothing of it is shared, and
-            // readers must not wait for a whole kind to be freed.
-            drop(previous);
+            slot.replace(state);
         }
     }
 
     /// Makes `index` the snapshot of its kind.
     pub fn publish(&self, index: Arc<KindIndex>) {
-        let kind = index.kind().clone();
-        self.set(&kind, SlotState::Ready(index));
-        if let Some(slot) = self.slot(&kind) {
+        if let Some(slot) = self.slot(index.kind()) {
             slot.health().changed_at = Some(Instant::now());
+            slot.replace(SlotState::Ready(index));
         }
     }
 
@@ -242,6 +235,16 @@ impl ClusterState {
 }
 
 impl KindSlot {
+    fn replace(&self, state: SlotState) {
+        let previous = std::mem::replace(
+            &mut *self.state.write().expect("cache lock poisoned"),
+            state,
+        );
+        // Freed after the lock is released: after a relist nothing of it is shared, and
+        // readers must not wait for a whole kind to be freed.
+        drop(previous);
+    }
+
     fn health(&self) -> MutexGuard<'_, KindHealth> {
         self.health.lock().unwrap_or_else(|e| e.into_inner())
     }

@@ -90,8 +90,9 @@ impl Reloader {
                 continue;
             };
             // Taken before reading, so a change made while loading is loaded next time.
-            let changed = FileStamp::of(&self.path) != seen;
-            seen = FileStamp::of(&self.path);
+            let now = FileStamp::of(&self.path);
+            let changed = now != seen;
+            seen = now;
             match self.reload(trigger).await {
                 Some(old) => {
                     retiring.push(old);

@@ -27,7 +27,7 @@ pub struct Evaluator {
     runtime: Arc<Runtime>,
     policies: HashMap<String, Arc<Policy>>,
     /// Each policy's lane in the queue, and its counters.
-    lanes: HashMap<Arc<str>, (usize, PolicyMetrics)>,
+    lanes: HashMap<Arc<str>, (usize, Arc<PolicyMetrics>)>,
     queue: Arc<FairQueue>,
 }
 
@@ -66,11 +66,11 @@ impl Evaluator {
         policies: HashMap<String, Arc<Policy>>,
         limits: WorkerLimits,
     ) -> Self {
-        let lanes: HashMap<Arc<str>, (usize, PolicyMetrics)> = policies
+        let lanes: HashMap<Arc<str>, (usize, Arc<PolicyMetrics>)> = policies
             .values()
             .enumerate()
             .map(|(lane, policy)| {
-                let counters = metrics().policy(&policy.id, policy.mode);
+                let counters = Arc::new(metrics().policy(&policy.id, policy.mode));
                 (policy.id.clone(), (lane, counters))
             })
             .collect();
