@@ -256,7 +256,11 @@ async fn the_watch_of_each_kind_is_visible_through_an_outage_and_a_relist() {
             value(&scrape, "policy_server_cache_objects", &namespaces),
             value(&scrape, "policy_server_cache_resource_version", &namespaces),
         );
-        (seen != (1.0, 2.0, 3.0, newer as f64)).then(|| format!("{seen:?}"))
+        // At least one re-list: a busy machine may see the watch fail again while it
+        // comes back, and list once more.
+        let (ready, lists, objects, version) = seen;
+        (ready != 1.0 || lists < 2.0 || objects != 3.0 || version != newer as f64)
+            .then(|| format!("{seen:?}"))
     })
     .await;
     let recovered = scrape(server).await;
