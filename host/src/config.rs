@@ -31,7 +31,8 @@ pub struct ContextAwareResource {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct PolicyConfig {
-    /// `file://` URL or path; a relative path is relative to the policies file.
+    /// A path (relative to the policies file), `file://`, `registry://` or `https://` URL
+    /// (see [`crate::fetch::ModuleLocation`]).
     pub module: String,
     #[serde(default)]
     pub settings: Option<serde_json::Value>,
@@ -116,20 +117,6 @@ impl PolicyConfig {
     /// Whether the policy's webhook entry is a mutating one.
     pub fn is_mutating(&self) -> bool {
         self.mutating.unwrap_or(self.allowed_to_mutate)
-    }
-
-    /// Where the module file is, resolved against the directory of the policies file.
-    pub fn module_path(&self, policies_dir: &Path) -> anyhow::Result<PathBuf> {
-        let location = match self.module.split_once("://") {
-            None => self.module.as_str(),
-            Some(("file", path)) => path,
-            Some((scheme, _)) => bail!(
-                "module '{}': only local files are supported (file:// URL or path), not {scheme}://; \
-                 download the policy first (for example with `kwctl pull`)",
-                self.module
-            ),
-        };
-        Ok(policies_dir.join(location))
     }
 }
 
@@ -232,10 +219,7 @@ labels:
             serde_json::json!({"required_labels": ["team"]})
         );
         assert_eq!(policy.context_aware_resources[0].kind, "Namespace");
-        assert_eq!(
-            policy.module_path(&file.dir).unwrap(),
-            PathBuf::from("/policies/labels.wasm")
-        );
+        assert_eq!(policy.module, "file:///policies/labels.wasm");
     }
 
     #[test]
@@ -245,23 +229,6 @@ labels:
         let text = format!("{err:#}");
         assert!(text.contains("policy 'p'"), "{text}");
         assert!(text.contains("unknown field `policyMod`"), "{text}");
-    }
-
-    #[test]
-    fn relative_module_paths_resolve_against_the_file() {
-        let file = PoliciesFile::parse("p:\n  module: wasm/p.wasm\n", "/srv/conf".into()).unwrap();
-        assert_eq!(
-            file.policies["p"].module_path(&file.dir).unwrap(),
-            PathBuf::from("/srv/conf/wasm/p.wasm")
-        );
-    }
-
-    #[test]
-    fn remote_modules_are_refused_with_advice() {
-        let file =
-            PoliciesFile::parse("p:\n  module: registry://ghcr.io/x:v1\n", ".".into()).unwrap();
-        let err = file.policies["p"].module_path(&file.dir).unwrap_err();
-        assert!(err.to_string().contains("kwctl pull"), "{err}");
     }
 
     #[test]

@@ -8,6 +8,7 @@ pub mod admission;
 pub mod cache;
 pub mod cli;
 pub mod config;
+pub mod fetch;
 pub mod manifests;
 pub mod memory;
 pub mod metrics;

@@ -117,10 +117,9 @@ async fn probes_answer_and_tls_speaks_http2() {
         .unwrap();
     assert_eq!(response.version(), reqwest::Version::HTTP_2);
 
-    let http1 = reqwest::Client::builder()
+    let http1 = policy_server_e2e::http_client()
         .http1_only()
-        .danger_accept_invalid_certs(true)
-        .use_rustls_tls()
+        .tls_danger_accept_invalid_certs(true)
         .build()
         .unwrap();
     let response = http1.get(server.url("/livez")).send().await.unwrap();
@@ -182,7 +181,7 @@ async fn a_separate_probe_port_answers_probes_only() {
         .arg("--readiness-probe-port")
         .arg(probe_port.to_string())
         .start();
-    let probes = reqwest::Client::new();
+    let probes = policy_server_e2e::http_client().build().unwrap();
     let readiness = probes
         .get(format!("http://127.0.0.1:{probe_port}/readiness"))
         .send()

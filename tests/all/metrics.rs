@@ -27,7 +27,11 @@ async fn metrics_port(server: &Server) -> u16 {
 /// Scrapes the server's metrics port.
 async fn scrape(server: &Server) -> Scrape {
     let port = metrics_port(server).await;
-    let response = reqwest::get(format!("http://127.0.0.1:{port}/metrics"))
+    let response = policy_server_e2e::http_client()
+        .build()
+        .unwrap()
+        .get(format!("http://127.0.0.1:{port}/metrics"))
+        .send()
         .await
         .unwrap();
     assert_eq!(response.status(), 200);
@@ -281,7 +285,7 @@ async fn the_metrics_port_holds_eight_connections_and_recovers() {
         .start();
     let port = metrics_port(&server).await;
     let get = || async move {
-        reqwest::Client::builder()
+        policy_server_e2e::http_client()
             .timeout(Duration::from_millis(1500))
             .build()
             .unwrap()

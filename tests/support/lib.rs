@@ -12,3 +12,14 @@ pub use build::{Wasm, wasm};
 pub use eventually::eventually;
 pub use policies::{Policies, Policy};
 pub use server::{Server, ServerBuilder};
+
+/// An HTTP client builder whose TLS runs on ring, the provider the server uses (reqwest is
+/// built without a provider of its own, so one is installed for the process first).
+pub fn http_client() -> reqwest::ClientBuilder {
+    static INSTALLED: std::sync::Once = std::sync::Once::new();
+    INSTALLED.call_once(|| {
+        // Another provider installed first would serve as well: the result is moot.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+    });
+    reqwest::Client::builder()
+}

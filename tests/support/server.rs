@@ -102,11 +102,11 @@ impl ServerBuilder {
     pub fn start(self) -> Server {
         let (mut launched, address_rx, dir, certs) = self.launch();
         let address = launched.wait_for_address(address_rx);
-        let mut client = reqwest::Client::builder().timeout(Duration::from_secs(60));
+        let mut client = crate::http_client().timeout(Duration::from_secs(60));
         let scheme = match &certs {
             Some(certs) => {
                 let ca = reqwest::Certificate::from_pem(certs.ca_pem.as_bytes()).unwrap();
-                client = client.add_root_certificate(ca).use_rustls_tls();
+                client = client.tls_certs_only([ca]);
                 "https"
             }
             None => "http",

@@ -24,6 +24,7 @@ use tokio_rustls::TlsAcceptor;
 use guest_adapter::{ClusterCache, NoCluster};
 
 use crate::config::PoliciesFile;
+use crate::fetch::Fetcher;
 use crate::policy::{Evaluator, LoadOptions, LoadedPolicies, ServedPolicies, load_policies};
 use crate::runtime::{Compilers, Runtime, RuntimeConfig, upgrade_in_background};
 use crate::webhook::{AppState, Listener, Readiness, serve};
@@ -112,9 +113,33 @@ struct CodeArgs {
         default_value = "tiered"
     )]
     compilers: CompilerChoice,
+    /// Where modules pulled from registries and URLs are kept, by digest: a restart
+    /// finds them there (and uses them if their source cannot be reached).
+    #[arg(
+        long,
+        env = "KUBEWARDEN_POLICIES_DOWNLOAD_DIR",
+        default_value = "policy-store"
+    )]
+    policies_download_dir: PathBuf,
+    /// Kubewarden's sources.yml: `insecure_sources` (hosts reached without TLS checks, or
+    /// over plain HTTP) and `source_authorities` (CAs trusted per host).
+    #[arg(long, env = "KUBEWARDEN_SOURCES_PATH")]
+    sources_path: Option<PathBuf>,
+    /// Docker config.json with registry credentials (a dockerconfigjson Secret); by
+    /// default Docker's own, if there is one.
+    #[arg(long, env = "KUBEWARDEN_DOCKER_CONFIG_JSON_PATH")]
+    docker_config_json_path: Option<PathBuf>,
 }
 
 impl CodeArgs {
+    fn fetcher(&self) -> anyhow::Result<Fetcher> {
+        Fetcher::new(
+            self.policies_download_dir.clone(),
+            self.sources_path.as_deref(),
+            self.docker_config_json_path.clone(),
+        )
+    }
+
     fn runtime_config(&self, instances: u32, compile_cache_dir: Option<PathBuf>) -> RuntimeConfig {
         RuntimeConfig {
             memory_limit_bytes: self.policy_memory_limit_mib << 20,
@@ -241,6 +266,9 @@ struct ServeArgs {
 
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
+    // The HTTP clients that fetch policies take the process's TLS provider: ring, as the
+    // webhook's own TLS and kube's. Nothing installed one before.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     // `manifests` writes YAML to stdout and nothing else: no log.
     let log = match &cli.command {
         Command::Serve(args) => Some(&args.log),
@@ -307,6 +335,8 @@ async fn run(args: ServeArgs) -> anyhow::Result<()> {
         }
     };
     let file = PoliciesFile::load(&args.code.policies, args.allow_empty_policies)?;
+    let fetcher = Arc::new(args.code.fetcher()?);
+    let paths = fetcher.fetch(&file).await;
     // Evaluations in flight, twice over (after a reload the old set's workers finish its
     // queue beside the new set's), plus one each for settings checks and upgrades.
     let instances = 2 * worker_limits.workers as u32 + 2;
@@ -329,7 +359,7 @@ async fn run(args: ServeArgs) -> anyhow::Result<()> {
             Some(state) => state.clone(),
             None => Arc::new(NoCluster),
         };
-        move || load_policies(&file, &runtime, cache, reviewer, &options)
+        move || load_policies(&file, &paths, &runtime, cache, reviewer, &options)
     })
     .await
     .context("policy loading panicked")??;
@@ -378,6 +408,7 @@ async fn run(args: ServeArgs) -> anyhow::Result<()> {
         allow_empty: args.allow_empty_policies,
         served: served.clone(),
         runtime,
+        fetcher,
         cluster,
         source: cluster::source(&args),
         reading,

@@ -19,6 +19,7 @@ use tokio::signal::unix::{SignalKind, signal};
 use super::cluster::{Granted, granted};
 use crate::cache::{CacheSource, Cluster};
 use crate::config::PoliciesFile;
+use crate::fetch::Fetcher;
 use crate::metrics::cluster::ClusterCollector;
 use crate::metrics::{LoadOutcome, metrics};
 use crate::policy::{
@@ -43,6 +44,7 @@ pub(super) struct Reloader {
     pub allow_empty: bool,
     pub served: Arc<ServedPolicies>,
     pub runtime: Arc<Runtime>,
+    pub fetcher: Arc<Fetcher>,
     /// The cache; made by the first reload that grants a kind if the start had none.
     pub cluster: Option<Cluster>,
     pub source: CacheSource,
@@ -170,8 +172,10 @@ impl Reloader {
             continue_on_errors: false,
             ..self.options.clone()
         };
+        // Remote modules are fetched again: a tag may have moved.
+        let paths = self.fetcher.fetch(&file).await;
         let loaded = tokio::task::spawn_blocking(move || {
-            load_policies(&file, &runtime, cache, reviewer, &options)
+            load_policies(&file, &paths, &runtime, cache, reviewer, &options)
         })
         .await
         .context("policy loading panicked")?;

@@ -22,6 +22,7 @@ use serde_json::{Value, json};
 use super::rbac::metadata;
 use super::{Deployment, METRICS_PORT, PROBE_PORT, WEBHOOK_PORT};
 use crate::config::PoliciesFile;
+use crate::fetch::ModuleLocation;
 use crate::webhook::ShutdownTiming;
 
 const CONFIG_DIR: &str = "/config";
@@ -36,7 +37,12 @@ pub(super) fn config_map(
     let mut in_image: BTreeMap<String, &str> = BTreeMap::new();
     let mut policies: BTreeMap<&str, Value> = BTreeMap::new();
     for (id, policy) in &file.policies {
-        let module = policy.module_path(&file.dir)?;
+        let mut entry = serde_json::to_value(PolicyEntry::of(policy))?;
+        // A registry or URL module is pulled by the pod; a file is shipped in the image.
+        let ModuleLocation::File(module) = ModuleLocation::parse(&policy.module, &file.dir)? else {
+            policies.insert(id, entry);
+            continue;
+        };
         let Some(name) = module.file_name().and_then(|name| name.to_str()) else {
             bail!(
                 "policy '{id}': module {} has no file name",
@@ -52,7 +58,6 @@ pub(super) fn config_map(
             ),
             _ => {}
         }
-        let mut entry = serde_json::to_value(PolicyEntry::of(policy))?;
         entry["module"] = Value::from(
             Path::new(&deployment.module_dir)
                 .join(name)
@@ -161,6 +166,8 @@ pub(super) fn deployment(deployment: &Deployment) -> K8sDeployment {
         &METRICS_PORT.to_string(),
         "--compile-cache-dir",
         CACHE_DIR,
+        "--policies-download-dir",
+        &format!("{CACHE_DIR}/modules"),
         "--log-fmt",
         "json",
     ]

@@ -12,6 +12,7 @@ use guest_adapter::{AccessReviewer, AccessRules, ClusterCache, PolicyContext, Re
 
 use super::{Loaded, Policy};
 use crate::config::{PoliciesFile, PolicyConfig};
+use crate::fetch::ModulePaths;
 use crate::runtime::component::ComponentModule;
 use crate::runtime::metadata::{self, BinaryKind, ExecutionMode};
 use crate::runtime::wapc::WapcModule;
@@ -38,6 +39,7 @@ pub struct LoadedPolicies {
 /// `continue_on_errors` is set.
 pub fn load_policies(
     file: &PoliciesFile,
+    paths: &ModulePaths,
     runtime: &Runtime,
     cache: Arc<dyn ClusterCache>,
     reviewer: Option<Arc<dyn AccessReviewer>>,
@@ -61,7 +63,7 @@ pub fn load_policies(
         let context = Arc::new(context);
         let loaded = (|| {
             let settings = config.settings_json().to_string();
-            let guest = load_module(config, file, runtime, &mut modules)?;
+            let guest = load_module(config, paths, runtime, &mut modules)?;
             let loaded = Loaded { guest, context };
             check_settings(&*loaded.guest, loaded.call(runtime, timeout), id, &settings)?;
             anyhow::Ok((settings, loaded))
@@ -104,15 +106,15 @@ struct Modules {
     upgrades: Vec<PendingUpgrade>,
 }
 
-/// Reads, checks and compiles the module of a policy, or reuses it if another policy
-/// already loaded the same file.
+/// Reads, checks and compiles the module of a policy (fetched already, if remote), or
+/// reuses it if another policy already loaded the same file.
 fn load_module(
     config: &PolicyConfig,
-    file: &PoliciesFile,
+    paths: &ModulePaths,
     runtime: &Runtime,
     modules: &mut Modules,
 ) -> anyhow::Result<Arc<dyn PolicyGuest>> {
-    let path = config.module_path(&file.dir)?;
+    let path = paths.of(config)?;
     let path = path
         .canonicalize()
         .with_context(|| format!("cannot read module {}", path.display()))?;

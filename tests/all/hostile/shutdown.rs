@@ -31,7 +31,7 @@ async fn every_request_sent_around_sigterm_is_answered() {
                 let (url, object) = (server_url.clone(), object.clone());
                 let (answered, lost) = (answered.clone(), lost.clone());
                 tokio::spawn(async move {
-                    let client = reqwest::Client::new();
+                    let client = policy_server_e2e::http_client().build().unwrap();
                     let until = Instant::now() + Duration::from_secs(10);
                     while Instant::now() < until {
                         match client.post(&url).json(&*object).send().await {
@@ -134,9 +134,8 @@ async fn a_rotated_certificate_is_served_to_new_connections_and_open_ones_keep_g
         std::fs::rename(&staged, old).unwrap();
     }
 
-    let trusting_new_ca = reqwest::Client::builder()
-        .add_root_certificate(reqwest::Certificate::from_pem(rotated.ca_pem.as_bytes()).unwrap())
-        .use_rustls_tls()
+    let trusting_new_ca = policy_server_e2e::http_client()
+        .tls_certs_only([reqwest::Certificate::from_pem(rotated.ca_pem.as_bytes()).unwrap()])
         .build()
         .unwrap();
     policy_server_e2e::eventually("the new certificate is served", || async {

@@ -1,0 +1,96 @@
+//! Downloads a module from an `https://` URL (or `http://`, for a host in
+//! `insecure_sources`). A URL names no digest: it is downloaded on every load and stored
+//! by the digest of what came.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::{Context, bail};
+use futures::StreamExt;
+use reqwest::{Certificate, Url};
+
+use super::store::{MAX_MODULE_BYTES, Pin};
+use super::{CONNECT_TIMEOUT, Fetcher, READ_TIMEOUT, USER_AGENT, is_unreachable};
+
+pub(super) async fn download(
+    fetcher: &Fetcher,
+    url: &Url,
+    host: &str,
+    source: &str,
+) -> anyhow::Result<PathBuf> {
+    let insecure = fetcher.sources.is_insecure(host);
+    if url.scheme() == "http" && !insecure {
+        bail!(
+            "plain http:// is refused for {host}: list it in insecure_sources (--sources-path) \
+             to allow it"
+        );
+    }
+    let client = client(fetcher, host, insecure)?;
+    let store = fetcher.store()?;
+    match get(fetcher, &client, url).await {
+        Ok((digest, path, bytes, elapsed)) => {
+            store.pin(&Pin {
+                source: source.to_owned(),
+                manifest: None,
+                module: digest.clone(),
+            })?;
+            tracing::info!(module = source, %digest, bytes, ?elapsed, "downloaded");
+            Ok(path)
+        }
+        Err(err) if is_unreachable(&err) => {
+            super::stored_instead(store, store.pinned(source), source, err)
+                .with_context(|| format!("{host} cannot be reached"))
+        }
+        Err(err) => Err(err),
+    }
+}
+
+async fn get(
+    fetcher: &Fetcher,
+    client: &reqwest::Client,
+    url: &Url,
+) -> anyhow::Result<(String, PathBuf, u64, std::time::Duration)> {
+    let started = Instant::now();
+    let response = client.get(url.clone()).send().await?;
+    let status = response.status();
+    if !status.is_success() {
+        bail!("the server answered {status}");
+    }
+    if let Some(length) = response.content_length()
+        && length > MAX_MODULE_BYTES
+    {
+        bail!(
+            "the module is {length} bytes, more than the {MAX_MODULE_BYTES} this server downloads"
+        );
+    }
+    let mut download = fetcher.store()?.download(MAX_MODULE_BYTES)?;
+    let mut bytes = 0;
+    let mut body = response.bytes_stream();
+    while let Some(chunk) = body.next().await {
+        let chunk = chunk.context("while downloading the module")?;
+        bytes += chunk.len() as u64;
+        download.write(&chunk)?;
+    }
+    let (digest, path) = download.finish(None)?;
+    Ok((digest, path, bytes, started.elapsed()))
+}
+
+fn client(fetcher: &Fetcher, host: &str, insecure: bool) -> anyhow::Result<reqwest::Client> {
+    let authorities = fetcher
+        .sources
+        .authorities(host)
+        .iter()
+        .map(|der| Certificate::from_der(der))
+        .collect::<Result<Vec<_>, _>>()?;
+    reqwest::Client::builder()
+        .user_agent(USER_AGENT)
+        .connect_timeout(CONNECT_TIMEOUT)
+        .read_timeout(READ_TIMEOUT)
+        .tls_certs_merge(authorities)
+        .tls_danger_accept_invalid_certs(insecure)
+        // A secure source is not left for plain HTTP by a redirect.
+        .https_only(!insecure)
+        .redirect(reqwest::redirect::Policy::limited(5))
+        .build()
+        .context("cannot make an HTTP client")
+}
