@@ -17,6 +17,7 @@
 //! - `hostile`: clients and policies that try to take the server down;
 //! - `image`: the container image, where buildah is installed;
 //! - `metrics`: the Prometheus metrics, scraped and parsed;
+//! - `registry`: policies pulled from a real OCI registry and from https:// URLs;
 //! - `reload`: policies.yml reloaded under load, and a bad one refused.
 
 mod cluster_context;
@@ -29,6 +30,7 @@ mod endpoints;
 mod hostile;
 mod image;
 mod metrics;
+mod registry;
 mod reload;
 mod tiers;
 mod verdicts;

@@ -5,6 +5,7 @@ pub mod build;
 mod eventually;
 pub mod fake_apiserver;
 pub mod policies;
+pub mod registry;
 pub mod requests;
 pub mod server;
 
@@ -16,10 +17,15 @@ pub use server::{Server, ServerBuilder};
 /// An HTTP client builder whose TLS runs on ring, the provider the server uses (reqwest is
 /// built without a provider of its own, so one is installed for the process first).
 pub fn http_client() -> reqwest::ClientBuilder {
+    install_crypto_provider();
+    reqwest::Client::builder()
+}
+
+/// Installs ring as the process's TLS provider, once.
+pub fn install_crypto_provider() {
     static INSTALLED: std::sync::Once = std::sync::Once::new();
     INSTALLED.call_once(|| {
         // Another provider installed first would serve as well: the result is moot.
         let _ = rustls::crypto::ring::default_provider().install_default();
     });
-    reqwest::Client::builder()
 }

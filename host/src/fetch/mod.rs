@@ -125,16 +125,45 @@ impl Fetcher {
 /// Whether `err` says the other end could not be reached (refused, timed out, or not
 /// speaking the protocol asked), rather than answering no.
 fn is_unreachable(err: &anyhow::Error) -> bool {
-    err.chain().any(|cause| {
-        cause
-            .downcast_ref::<reqwest::Error>()
-            .is_some_and(|err| err.is_connect() || err.is_timeout())
-            || matches!(
-                cause.downcast_ref::<oci_client::errors::OciDistributionError>(),
-                Some(oci_client::errors::OciDistributionError::RequestError(err))
-                    if err.is_connect() || err.is_timeout()
-            )
-    })
+    !is_untrusted(err)
+        && err.chain().any(|cause| {
+            cause
+                .downcast_ref::<reqwest::Error>()
+                .is_some_and(|err| err.is_connect() || err.is_timeout())
+                || matches!(
+                    cause.downcast_ref::<oci_client::errors::OciDistributionError>(),
+                    Some(oci_client::errors::OciDistributionError::RequestError(err))
+                        if err.is_connect() || err.is_timeout()
+                )
+        })
+}
+
+/// Whether `err` is a TLS certificate the host's authorities do not vouch for: an answer,
+/// not an outage, and one the operator fixes in `sources.yml`.
+fn is_untrusted(err: &anyhow::Error) -> bool {
+    // An io::Error's source() skips the error it wraps (and TLS errors come wrapped
+    // twice): unwrap those by hand.
+    let untrusted = |mut cause: &(dyn std::error::Error + 'static)| loop {
+        if let Some(rustls::Error::InvalidCertificate(_)) = cause.downcast_ref::<rustls::Error>() {
+            return true;
+        }
+        match cause
+            .downcast_ref::<std::io::Error>()
+            .and_then(std::io::Error::get_ref)
+        {
+            Some(inner) => cause = inner,
+            None => return false,
+        }
+    };
+    err.chain().any(untrusted)
+}
+
+/// Says that `host`'s certificate is not trusted, and how to make it so.
+fn untrusted_hint(host: &str) -> String {
+    format!(
+        "the TLS certificate of {host} is not trusted: add the CA that signed it to \
+         source_authorities, or list the host in insecure_sources (--sources-path)"
+    )
 }
 
 /// With the source out of reach, the module it named when last fetched, if the store

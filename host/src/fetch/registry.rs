@@ -61,8 +61,17 @@ pub(super) async fn pull(
         }
     }
     let err = unreachable.unwrap_or_else(|| anyhow!("no way to reach {host}"));
-    super::stored_instead(store, pinned, source, err)
-        .with_context(|| format!("registry {host} cannot be reached"))
+    let insecure = fetcher.sources.is_insecure(host);
+    super::stored_instead(store, pinned, source, err).with_context(|| {
+        if insecure {
+            format!("registry {host} cannot be reached")
+        } else {
+            format!(
+                "registry {host} cannot be reached over HTTPS (one that serves plain HTTP \
+                 must be listed in insecure_sources)"
+            )
+        }
+    })
 }
 
 async fn pull_with(
@@ -171,6 +180,9 @@ fn explain(
         ),
     };
     let missing = || format!("registry {host} has no such tag or digest");
+    if super::is_untrusted(&err) {
+        return err.context(super::untrusted_hint(host));
+    }
     let hint = match err.downcast_ref::<OciDistributionError>() {
         Some(
             OciDistributionError::UnauthorizedError { .. }

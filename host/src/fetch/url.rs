@@ -41,6 +41,7 @@ pub(super) async fn download(
             super::stored_instead(store, store.pinned(source), source, err)
                 .with_context(|| format!("{host} cannot be reached"))
         }
+        Err(err) if super::is_untrusted(&err) => Err(err.context(super::untrusted_hint(host))),
         Err(err) => Err(err),
     }
 }

@@ -1,0 +1,293 @@
+//! Policies pulled from a real OCI registry (Debian's docker-registry, started per test)
+//! over TLS with a test CA and over plain HTTP as an insecure source, with and without
+//! credentials; and from an https:// URL. Skipped, with a message, where the registry is
+//! not installed (CI installs it).
+
+use std::path::Path;
+
+use policy_server_e2e::registry::{self, TestRegistry, Transport};
+use policy_server_e2e::requests::{pod, review};
+use policy_server_e2e::{Policy, Server, wasm};
+use serde_json::{Value, json};
+
+use super::{message, server};
+
+fn privileged_pod() -> Value {
+    let mut pod = pod("web", json!({}), &["nginx:1.27"]);
+    pod["spec"]["containers"][0]["securityContext"] = json!({"privileged": true});
+    review(pod)
+}
+
+fn plain_pod() -> Value {
+    review(pod("web", json!({}), &["nginx:1.27"]))
+}
+
+/// Checks that `id` serves pod-privileged's verdicts.
+async fn serves_pod_privileged(server: &Server, id: &str) {
+    let rejected = server.validate(id, &privileged_pod()).await;
+    assert_eq!(rejected["allowed"], false, "{rejected}");
+    assert_eq!(
+        message(&rejected),
+        "Privileged container is not allowed: c0"
+    );
+    let allowed = server.validate(id, &plain_pod()).await;
+    assert_eq!(allowed["allowed"], true, "{allowed}");
+}
+
+/// Flags of a server that keeps its downloads in `dir/store` and reads `sources`.
+fn fetch_flags(dir: &Path, sources: Option<&Path>) -> Vec<String> {
+    let mut flags = vec![
+        "--policies-download-dir".to_owned(),
+        dir.join("store").display().to_string(),
+    ];
+    if let Some(sources) = sources {
+        flags.push("--sources-path".into());
+        flags.push(sources.display().to_string());
+    }
+    flags
+}
+
+fn sha256_of(path: &Path) -> String {
+    use sha2::Digest;
+    format!(
+        "sha256:{:x}",
+        sha2::Sha256::digest(std::fs::read(path).unwrap())
+    )
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_policy_pulled_over_tls_serves_and_a_restart_takes_it_from_the_store() {
+    if !registry::available() {
+        return;
+    }
+    let mut registry = TestRegistry::start(Transport::Tls, false).await;
+    let module = &wasm().pod_privileged;
+    let manifest = registry.push("policies/pod-privileged", "v1", module).await;
+    let dir = tempfile::tempdir().unwrap();
+    let sources = registry.sources_file(dir.path());
+    let by_tag = format!("registry://{}/policies/pod-privileged:v1", registry.host);
+    let by_digest = format!(
+        "registry://{}/policies/pod-privileged@{manifest}",
+        registry.host
+    );
+    let policies = [
+        ("by-tag", Policy::new(&by_tag)),
+        ("by-digest", Policy::new(&by_digest)),
+    ];
+
+    // The CA is not trusted without sources.yml: the start fails and says why.
+    let (status, output) = server(policies.clone())
+        .args(fetch_flags(dir.path(), None))
+        .start_expecting_failure();
+    assert!(!status.success());
+    assert!(output.contains("TLS certificate of localhost"), "{output}");
+    assert!(output.contains("is not trusted"), "{output}");
+    assert!(
+        output.contains(&format!("cannot fetch registry://{}", registry.host)),
+        "{output}"
+    );
+
+    let server_with_store = || {
+        server(policies.clone())
+            .args(fetch_flags(dir.path(), Some(&sources)))
+            .text_log()
+    };
+    let mut first = tokio::task::block_in_place(|| server_with_store().start());
+    serves_pod_privileged(&first, "by-tag").await;
+    serves_pod_privileged(&first, "by-digest").await;
+    let digest = sha256_of(module);
+    let stored = dir
+        .path()
+        .join("store/modules/sha256")
+        .join(format!("{}.wasm", &digest["sha256:".len()..]));
+    assert_eq!(
+        sha256_of(&stored),
+        digest,
+        "the store keys the module by its digest"
+    );
+    assert!(first.log().contains("pulled"), "{}", first.log());
+    first.terminate();
+
+    // The registry is gone: the digest is served from the store without asking, the tag
+    // from what it named last time, with a warning.
+    registry.stop();
+    let mut second = tokio::task::block_in_place(|| server_with_store().start());
+    serves_pod_privileged(&second, "by-tag").await;
+    serves_pod_privileged(&second, "by-digest").await;
+    let log = second.log();
+    assert!(
+        log.contains("module pinned by digest is in the local store"),
+        "{log}"
+    );
+    assert!(log.contains("serving the copy fetched before"), "{log}");
+    second.terminate();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_insecure_source_is_pulled_over_plain_http() {
+    if !registry::available() {
+        return;
+    }
+    let registry = TestRegistry::start(Transport::PlainHttp, false).await;
+    registry
+        .push("policies/pod-privileged", "v1", &wasm().pod_privileged)
+        .await;
+    let dir = tempfile::tempdir().unwrap();
+    let module = format!("registry://{}/policies/pod-privileged:v1", registry.host);
+    let policies = [("privileged", Policy::new(&module))];
+
+    let (status, output) = server(policies.clone())
+        .args(fetch_flags(dir.path(), None))
+        .start_expecting_failure();
+    assert!(!status.success());
+    assert!(output.contains("cannot be reached"), "{output}");
+
+    let sources = registry.sources_file(dir.path());
+    let server = tokio::task::block_in_place(|| {
+        server(policies)
+            .args(fetch_flags(dir.path(), Some(&sources)))
+            .start()
+    });
+    serves_pod_privileged(&server, "privileged").await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn credentials_come_from_a_docker_config_and_bad_ones_are_named() {
+    if !registry::available() {
+        return;
+    }
+    let registry = TestRegistry::start(Transport::Tls, true).await;
+    registry
+        .push("policies/pod-privileged", "v1", &wasm().pod_privileged)
+        .await;
+    let dir = tempfile::tempdir().unwrap();
+    let sources = registry.sources_file(dir.path());
+    let module = format!("registry://{}/policies/pod-privileged:v1", registry.host);
+    let policies = [("privileged", Policy::new(&module))];
+    let with_config = |config: Option<&Path>| {
+        let mut builder = server(policies.clone()).args(fetch_flags(dir.path(), Some(&sources)));
+        if let Some(config) = config {
+            builder = builder
+                .arg("--docker-config-json-path")
+                .arg(config.display().to_string());
+        }
+        builder
+    };
+
+    let (status, output) = with_config(None).start_expecting_failure();
+    assert!(!status.success());
+    assert!(
+        output.contains("asks for credentials and there are none"),
+        "{output}"
+    );
+
+    let wrong = registry::docker_config(dir.path(), &registry.host, registry::USER, "wrong");
+    let (status, output) = with_config(Some(&wrong)).start_expecting_failure();
+    assert!(!status.success());
+    assert!(output.contains("refused the credentials"), "{output}");
+    assert!(output.contains("config.json"), "{output}");
+
+    let right = registry::docker_config(
+        dir.path(),
+        &registry.host,
+        registry::USER,
+        registry::PASSWORD,
+    );
+    let server = tokio::task::block_in_place(|| with_config(Some(&right)).start());
+    serves_pod_privileged(&server, "privileged").await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn with_continue_on_errors_a_missing_tag_or_a_registry_down_fails_that_policy_alone() {
+    if !registry::available() {
+        return;
+    }
+    let registry = TestRegistry::start(Transport::Tls, false).await;
+    registry
+        .push("policies/pod-privileged", "v1", &wasm().pod_privileged)
+        .await;
+    let dir = tempfile::tempdir().unwrap();
+    let sources = registry.sources_file(dir.path());
+    // A port nothing listens on: bound, then released.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let policies = [
+        (
+            "good",
+            Policy::new(format!(
+                "registry://{}/policies/pod-privileged:v1",
+                registry.host
+            )),
+        ),
+        (
+            "missing-tag",
+            Policy::new(format!(
+                "registry://{}/policies/pod-privileged:v9",
+                registry.host
+            )),
+        ),
+        (
+            "registry-down",
+            Policy::new(format!(
+                "registry://127.0.0.1:{closed}/policies/pod-privileged:v1"
+            )),
+        ),
+    ];
+
+    let (status, output) = server(policies.clone())
+        .args(fetch_flags(dir.path(), Some(&sources)))
+        .start_expecting_failure();
+    assert!(!status.success());
+    assert!(output.contains("no such tag or digest"), "{output}");
+
+    let server = tokio::task::block_in_place(|| {
+        server(policies)
+            .args(fetch_flags(dir.path(), Some(&sources)))
+            .arg("--continue-on-errors")
+            .start()
+    });
+    serves_pod_privileged(&server, "good").await;
+    let missing = server.validate("missing-tag", &plain_pod()).await;
+    assert_eq!(missing["allowed"], false, "{missing}");
+    assert!(
+        message(&missing).contains("no such tag or digest"),
+        "{missing}"
+    );
+    let down = server.validate("registry-down", &plain_pod()).await;
+    assert_eq!(down["allowed"], false, "{down}");
+    assert!(message(&down).contains("cannot be reached"), "{down}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_module_is_downloaded_from_an_https_url() {
+    if !registry::available() {
+        return;
+    }
+    // The registry serves blobs by plain GET: a real HTTPS server with a test CA.
+    let registry = TestRegistry::start(Transport::Tls, false).await;
+    let module = &wasm().pod_privileged;
+    registry.push("policies/pod-privileged", "v1", module).await;
+    let url = format!(
+        "https://{}/v2/policies/pod-privileged/blobs/{}",
+        registry.host,
+        sha256_of(module)
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let sources = registry.sources_file(dir.path());
+    let server = tokio::task::block_in_place(|| {
+        server([("privileged", Policy::new(&url))])
+            .args(fetch_flags(dir.path(), Some(&sources)))
+            .start()
+    });
+    serves_pod_privileged(&server, "privileged").await;
+
+    let plain = url.replacen("https://", "http://", 1);
+    let (status, output) = super::server([("privileged", Policy::new(&plain))])
+        .args(fetch_flags(dir.path(), Some(&sources)))
+        .start_expecting_failure();
+    assert!(!status.success());
+    assert!(output.contains("plain http:// is refused"), "{output}");
+}
