@@ -2,7 +2,8 @@
 # Assembles the root file system of the server's image (see host/Dockerfile):
 #   rootfs.sh BINARY DIR [MODULE.wasm...]
 # BINARY and the shared libraries it links (as ldd lists them), a non-root user
-# (65532, as distroless images have it), and the modules in /policies.
+# (65532, as distroless images have it), the system's CA bundle, and the modules in
+# /policies.
 set -euo pipefail
 if [ $# -lt 2 ]; then
   echo "usage: $0 BINARY DIR [MODULE.wasm...]" >&2
@@ -22,6 +23,11 @@ ldd "$binary" | awk '/=> \// {print $3} /^\t\/.*ld-linux/ {print $1}' | while re
   mkdir -p "$root$(dirname "$library")"
   cp -L "$library" "$root$library"
 done
+# The system's certificate authorities, so policies pull from public registries over
+# verified TLS (a private registry's CA goes in sources.yml).
+if [ -f /etc/ssl/certs/ca-certificates.crt ]; then
+  install -D -m 0644 /etc/ssl/certs/ca-certificates.crt "$root/etc/ssl/certs/ca-certificates.crt"
+fi
 echo 'nonroot:x:65532:65532:nonroot:/:/sbin/nologin' > "$root/etc/passwd"
 echo 'nonroot:x:65532:' > "$root/etc/group"
 for module in "$@"; do

@@ -5,10 +5,11 @@ use std::path::Path;
 use std::process::Command;
 
 use policy_server_e2e::build::repo_root;
+use policy_server_e2e::registry::{self, TestRegistry, Transport};
 use policy_server_e2e::wasm;
 
-#[test]
-fn the_image_holds_the_server_its_libraries_and_the_modules() {
+#[tokio::test(flavor = "multi_thread")]
+async fn the_image_holds_the_server_its_libraries_and_the_modules() {
     if Command::new("buildah").arg("--version").output().is_err() {
         eprintln!("skipped: no container builder here (install Debian's buildah to run it)");
         return;
@@ -23,11 +24,23 @@ fn the_image_holds_the_server_its_libraries_and_the_modules() {
     // What the manifests' ConfigMap would hold, pointing into the image.
     let name = Path::new(module).file_name().unwrap().to_str().unwrap();
     std::fs::create_dir(rootfs.join("config")).unwrap();
-    std::fs::write(
-        rootfs.join("config/policies.yml"),
-        format!("pinned:\n  module: /policies/{name}\n"),
-    )
-    .unwrap();
+    let mut policies = format!("pinned:\n  module: /policies/{name}\n");
+    // And one the image pulls from a registry over TLS, where one can run: the image's
+    // TLS stack verifies the registry with the CA that sources.yml names.
+    let registry = if registry::available() {
+        let registry = TestRegistry::start(Transport::Tls, false).await;
+        registry.push("policies/deny-latest", "v1", module).await;
+        registry.sources_file(&rootfs.join("config"));
+        policies += &format!(
+            "pulled:\n  module: registry://{}/policies/deny-latest:v1\n",
+            registry.host
+        );
+        Some(registry)
+    } else {
+        std::fs::write(rootfs.join("config/sources.yml"), "{}").unwrap();
+        None
+    };
+    std::fs::write(rootfs.join("config/policies.yml"), policies).unwrap();
     // A storage of its own, so the test leaves nothing behind.
     let buildah = || {
         let mut command = Command::new("buildah");
@@ -73,7 +86,10 @@ fn the_image_holds_the_server_its_libraries_and_the_modules() {
             "--policies",
             "/config/policies.yml",
         ])
-        .args(["--compile-cache-dir", "/tmp/cache"]));
+        .args(["--compile-cache-dir", "/tmp/cache"])
+        .args(["--policies-download-dir", "/tmp/modules"])
+        .args(["--sources-path", "/config/sources.yml"]));
+    drop(registry);
 }
 
 /// Runs `command`, panicking with its output if it fails; returns its stdout.

@@ -291,3 +291,33 @@ async fn a_module_is_downloaded_from_an_https_url() {
     assert!(!status.success());
     assert!(output.contains("plain http:// is refused"), "{output}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_module_that_does_not_match_its_digest_is_refused() {
+    if !registry::available() {
+        return;
+    }
+    let registry = TestRegistry::start(Transport::Tls, false).await;
+    let module = &wasm().pod_privileged;
+    registry.push("policies/pod-privileged", "v1", module).await;
+    // The registry's copy changes under it (a bad disk, a tampered mirror): it serves
+    // bytes of the right length that are not the layer the manifest names.
+    let blob = registry.blob_file(&sha256_of(module));
+    let mut bytes = std::fs::read(&blob).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 0xff;
+    std::fs::write(&blob, bytes).unwrap();
+
+    let dir = tempfile::tempdir().unwrap();
+    let sources = registry.sources_file(dir.path());
+    let (status, output) = server([(
+        "privileged",
+        Policy::new(format!("registry://{}/policies/pod-privileged:v1", registry.host)),
+    )])
+    .args(fetch_flags(dir.path(), Some(&sources)))
+    .start_expecting_failure();
+    assert!(!status.success());
+    assert!(output.contains("Invalid digest. Expected sha256:"), "{output}");
+    let stored = std::fs::read_dir(dir.path().join("store/modules/sha256")).unwrap();
+    assert_eq!(stored.count(), 0, "nothing is stored");
+}

@@ -186,6 +186,18 @@ impl TestRegistry {
         path
     }
 
+    /// Where the registry keeps the blob of `digest` on disk (its filesystem driver's
+    /// layout): a test that rewrites it makes the registry serve other bytes.
+    pub fn blob_file(&self, digest: &str) -> std::path::PathBuf {
+        let hex = digest.strip_prefix("sha256:").unwrap();
+        self.dir
+            .path()
+            .join("data/docker/registry/v2/blobs/sha256")
+            .join(&hex[..2])
+            .join(hex)
+            .join("data")
+    }
+
     pub fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
