@@ -25,7 +25,7 @@ async fn metrics_port(server: &Server) -> u16 {
 }
 
 /// Scrapes the server's metrics port.
-async fn scrape(server: &Server) -> Scrape {
+pub(super) async fn scrape(server: &Server) -> Scrape {
     let port = metrics_port(server).await;
     let response = policy_server_e2e::http_client()
         .build()
@@ -49,7 +49,7 @@ async fn scrape(server: &Server) -> Scrape {
 }
 
 /// The value of the sample `name` whose labels include `labels`, if exactly one has them.
-fn value(scrape: &Scrape, name: &str, labels: &[(&str, &str)]) -> f64 {
+pub(super) fn value(scrape: &Scrape, name: &str, labels: &[(&str, &str)]) -> f64 {
     let found: Vec<_> = scrape
         .samples
         .iter()

@@ -10,6 +10,7 @@ use policy_server_e2e::requests::{pod, review};
 use policy_server_e2e::{Policy, Server, wasm};
 use serde_json::{Value, json};
 
+use super::metrics::{scrape, value};
 use super::{message, server};
 
 fn privileged_pod() -> Value {
@@ -90,7 +91,7 @@ async fn a_policy_pulled_over_tls_serves_and_a_restart_takes_it_from_the_store()
     let server_with_store = || {
         server(policies.clone())
             .args(fetch_flags(dir.path(), Some(&sources)))
-            .text_log()
+            .args(["--metrics-port", "0"])
     };
     let mut first = tokio::task::block_in_place(|| server_with_store().start());
     serves_pod_privileged(&first, "by-tag").await;
@@ -105,7 +106,15 @@ async fn a_policy_pulled_over_tls_serves_and_a_restart_takes_it_from_the_store()
         digest,
         "the store keys the module by its digest"
     );
-    assert!(first.log().contains("pulled"), "{}", first.log());
+    let fetches = |scrape: &prometheus_parse::Scrape, outcome: &str| {
+        value(
+            scrape,
+            "policy_server_module_fetches_total",
+            &[("source", "registry"), ("outcome", outcome)],
+        )
+    };
+    let scraped = scrape(&first).await;
+    assert_eq!(fetches(&scraped, "downloaded"), 2.0);
     first.terminate();
 
     // The registry is gone: the digest is served from the store without asking, the tag
@@ -120,6 +129,9 @@ async fn a_policy_pulled_over_tls_serves_and_a_restart_takes_it_from_the_store()
         "{log}"
     );
     assert!(log.contains("serving the copy fetched before"), "{log}");
+    let scraped = scrape(&second).await;
+    assert_eq!(fetches(&scraped, "stored"), 1.0);
+    assert_eq!(fetches(&scraped, "stale_copy"), 1.0);
     second.terminate();
 }
 
@@ -312,12 +324,18 @@ async fn a_module_that_does_not_match_its_digest_is_refused() {
     let sources = registry.sources_file(dir.path());
     let (status, output) = server([(
         "privileged",
-        Policy::new(format!("registry://{}/policies/pod-privileged:v1", registry.host)),
+        Policy::new(format!(
+            "registry://{}/policies/pod-privileged:v1",
+            registry.host
+        )),
     )])
     .args(fetch_flags(dir.path(), Some(&sources)))
     .start_expecting_failure();
     assert!(!status.success());
-    assert!(output.contains("Invalid digest. Expected sha256:"), "{output}");
+    assert!(
+        output.contains("Invalid digest. Expected sha256:"),
+        "{output}"
+    );
     let stored = std::fs::read_dir(dir.path().join("store/modules/sha256")).unwrap();
     assert_eq!(stored.count(), 0, "nothing is stored");
 }

@@ -23,6 +23,7 @@ pub use sources::Sources;
 pub use store::ModuleStore;
 
 use crate::config::{PoliciesFile, PolicyConfig};
+use crate::metrics::{FetchOutcome, metrics};
 use store::Pin;
 
 /// A registry or server that does not answer within this is taken as down.
@@ -111,14 +112,22 @@ impl Fetcher {
     }
 
     async fn fetch_one(&self, location: &ModuleLocation, module: &str) -> anyhow::Result<PathBuf> {
-        match location {
-            ModuleLocation::File(path) => Ok(path.clone()),
-            ModuleLocation::Registry(reference) => registry::pull(self, reference, module).await,
+        let (source, fetched) = match location {
+            ModuleLocation::File(path) => return Ok(path.clone()),
+            ModuleLocation::Registry(reference) => {
+                ("registry", registry::pull(self, reference, module).await)
+            }
             ModuleLocation::Url(address) => {
                 let host = location.host().context("the URL has no host")?;
-                url::download(self, address, &host, module).await
+                ("url", url::download(self, address, &host, module).await)
             }
-        }
+        };
+        let outcome = match &fetched {
+            Ok((_, outcome)) => *outcome,
+            Err(_) => FetchOutcome::Failed,
+        };
+        metrics().module_fetched(source, outcome);
+        fetched.map(|(path, _)| path)
     }
 }
 
@@ -173,7 +182,7 @@ fn stored_instead(
     pinned: Option<Pin>,
     source: &str,
     err: anyhow::Error,
-) -> anyhow::Result<PathBuf> {
+) -> anyhow::Result<(PathBuf, FetchOutcome)> {
     match pinned.and_then(|pin| Some((store.verified(&pin.module)?, pin.module))) {
         Some((path, digest)) => {
             tracing::warn!(
@@ -182,7 +191,7 @@ fn stored_instead(
                 reason = format!("{err:#}"),
                 "cannot reach the module's source: serving the copy fetched before"
             );
-            Ok(path)
+            Ok((path, FetchOutcome::StaleCopy))
         }
         None => Err(err),
     }

@@ -16,6 +16,7 @@ use oci_client::{Client, Reference};
 
 use super::store::{MAX_MODULE_BYTES, Pin};
 use super::{CONNECT_TIMEOUT, Fetcher, READ_TIMEOUT, USER_AGENT, is_unreachable};
+use crate::metrics::FetchOutcome;
 
 pub const WASM_LAYER_MEDIA_TYPE: &str = "application/vnd.wasm.content.layer.v1+wasm";
 pub const WASM_CONFIG_MEDIA_TYPE: &str = "application/vnd.wasm.config.v1+json";
@@ -32,7 +33,7 @@ pub(super) async fn pull(
     fetcher: &Fetcher,
     reference: &Reference,
     source: &str,
-) -> anyhow::Result<PathBuf> {
+) -> anyhow::Result<(PathBuf, FetchOutcome)> {
     let store = fetcher.store()?;
     let pinned = store.pinned(source);
     if reference.digest().is_some()
@@ -42,7 +43,7 @@ pub(super) async fn pull(
             module = source,
             "module pinned by digest is in the local store"
         );
-        return Ok(path);
+        return Ok((path, FetchOutcome::Stored));
     }
     let host = reference.resolve_registry();
     let auth = fetcher.credentials.for_registry(host)?;
@@ -81,7 +82,7 @@ async fn pull_with(
     auth: &RegistryAuth,
     source: &str,
     pinned: Option<&Pin>,
-) -> anyhow::Result<PathBuf> {
+) -> anyhow::Result<(PathBuf, FetchOutcome)> {
     let store = fetcher.store()?;
     let manifest_digest = client.fetch_manifest_digest(reference, auth).await?;
     if let Some(pin) = pinned
@@ -89,7 +90,7 @@ async fn pull_with(
         && let Some(path) = store.verified(&pin.module)
     {
         tracing::info!(module = source, digest = %pin.module, "module unchanged in the registry; using the local store");
-        return Ok(path);
+        return Ok((path, FetchOutcome::Stored));
     }
     let started = Instant::now();
     let (manifest, manifest_digest) = client.pull_image_manifest(reference, auth).await?;
@@ -111,7 +112,7 @@ async fn pull_with(
         module: digest.clone(),
     })?;
     tracing::info!(module = source, %digest, bytes = size, elapsed = ?started.elapsed(), "pulled");
-    Ok(path)
+    Ok((path, FetchOutcome::Downloaded))
 }
 
 /// The one wasm layer of a policy artifact.

@@ -11,13 +11,14 @@ use reqwest::{Certificate, Url};
 
 use super::store::{MAX_MODULE_BYTES, Pin};
 use super::{CONNECT_TIMEOUT, Fetcher, READ_TIMEOUT, USER_AGENT, is_unreachable};
+use crate::metrics::FetchOutcome;
 
 pub(super) async fn download(
     fetcher: &Fetcher,
     url: &Url,
     host: &str,
     source: &str,
-) -> anyhow::Result<PathBuf> {
+) -> anyhow::Result<(PathBuf, FetchOutcome)> {
     let insecure = fetcher.sources.is_insecure(host);
     if url.scheme() == "http" && !insecure {
         bail!(
@@ -35,7 +36,7 @@ pub(super) async fn download(
                 module: digest.clone(),
             })?;
             tracing::info!(module = source, %digest, bytes, ?elapsed, "downloaded");
-            Ok(path)
+            Ok((path, FetchOutcome::Downloaded))
         }
         Err(err) if is_unreachable(&err) => {
             super::stored_instead(store, store.pinned(source), source, err)

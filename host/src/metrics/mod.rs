@@ -36,6 +36,7 @@ pub struct Metrics {
     host_calls: Family<HostCallLabels, Counter>,
     policy_loads: Family<LoadLabels, Counter>,
     policy_reloads: Family<LoadLabels, Counter>,
+    module_fetches: Family<FetchLabels, Counter>,
 }
 
 /// The process's metrics.
@@ -110,6 +111,36 @@ impl LoadOutcome {
     }
 }
 
+/// What fetching a remote module came to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum FetchOutcome {
+    /// New bytes, downloaded and stored.
+    Downloaded,
+    /// The store's copy, the source unchanged (or pinned by digest, so not asked).
+    Stored,
+    /// The store's copy, because the source could not be reached: it may be outdated.
+    StaleCopy,
+    Failed,
+}
+
+impl FetchOutcome {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Downloaded => "downloaded",
+            Self::Stored => "stored",
+            Self::StaleCopy => "stale_copy",
+            Self::Failed => "failed",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct FetchLabels {
+    /// `registry` or `url`.
+    source: &'static str,
+    outcome: &'static str,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 struct EvaluationLabels {
     policy: String,
@@ -164,6 +195,7 @@ impl Metrics {
             host_calls: Family::default(),
             policy_loads: Family::default(),
             policy_reloads: Family::default(),
+            module_fetches: Family::default(),
         };
         {
             let mut registry = metrics.registry.lock().expect("metrics registry lock");
@@ -214,6 +246,11 @@ impl Metrics {
                 "policy_reloads",
                 "Reloads of policies.yml by outcome (a failed one leaves the old set serving)",
                 metrics.policy_reloads.clone(),
+            );
+            registry.register(
+                "module_fetches",
+                "Fetches of remote policy modules (registry, url) by outcome",
+                metrics.module_fetches.clone(),
             );
         }
         metrics
@@ -278,6 +315,15 @@ impl Metrics {
     pub fn policies_reloaded(&self, outcome: LoadOutcome) {
         self.policy_reloads
             .get_or_create(&LoadLabels {
+                outcome: outcome.as_str(),
+            })
+            .inc();
+    }
+
+    pub fn module_fetched(&self, source: &'static str, outcome: FetchOutcome) {
+        self.module_fetches
+            .get_or_create(&FetchLabels {
+                source,
                 outcome: outcome.as_str(),
             })
             .inc();
