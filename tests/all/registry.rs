@@ -339,3 +339,38 @@ async fn a_module_that_does_not_match_its_digest_is_refused() {
     let stored = std::fs::read_dir(dir.path().join("store/modules/sha256")).unwrap();
     assert_eq!(stored.count(), 0, "nothing is stored");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_reload_pulls_again_and_follows_a_moved_tag() {
+    if !registry::available() {
+        return;
+    }
+    let registry = TestRegistry::start(Transport::Tls, false).await;
+    registry
+        .push("policies/workloads", "stable", &wasm().pod_privileged)
+        .await;
+    let dir = tempfile::tempdir().unwrap();
+    let sources = registry.sources_file(dir.path());
+    let module = format!("registry://{}/policies/workloads:stable", registry.host);
+    let server = tokio::task::block_in_place(|| {
+        server([("workloads", Policy::new(&module))])
+            .args(fetch_flags(dir.path(), Some(&sources)))
+            .start()
+    });
+    serves_pod_privileged(&server, "workloads").await;
+
+    // The tag now names another policy: one that refuses `:latest` images.
+    registry
+        .push("policies/workloads", "stable", &wasm().deny_latest_tag)
+        .await;
+    server.signal_hangup();
+    server
+        .wait_for_log(|event| event["message"] == "policies reloaded")
+        .await;
+    let latest = review(pod("web", json!({}), &["nginx:latest"]));
+    let rejected = server.validate("workloads", &latest).await;
+    assert_eq!(rejected["allowed"], false, "{rejected}");
+    // pod-privileged allowed that pod; the new module is the one serving.
+    let privileged = server.validate("workloads", &privileged_pod()).await;
+    assert_eq!(privileged["allowed"], true, "{privileged}");
+}
