@@ -15,6 +15,7 @@ mod host_call;
 mod load;
 mod memory;
 mod metrics;
+mod pull;
 mod reload;
 mod report;
 mod startup;
@@ -64,7 +65,7 @@ impl Scale {
 
 type Section = fn(&mut report::Report, &Scale) -> anyhow::Result<()>;
 
-const SECTIONS: [(&str, Section); 9] = [
+const SECTIONS: [(&str, Section); 10] = [
     ("evaluation", evaluation::run),
     ("host_call", host_call::run),
     ("e2e", e2e::run),
@@ -74,6 +75,7 @@ const SECTIONS: [(&str, Section); 9] = [
     ("freshness", freshness::run),
     ("metrics", metrics::run),
     ("reload", reload::run),
+    ("pull", pull::run),
 ];
 
 fn main() -> anyhow::Result<()> {

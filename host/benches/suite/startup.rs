@@ -199,7 +199,7 @@ impl Start<'_> {
 }
 
 /// Appends a custom section: valid at the end of a core module or a component.
-fn with_custom_section(mut wasm: Vec<u8>, name: &str, data: &[u8]) -> Vec<u8> {
+pub fn with_custom_section(mut wasm: Vec<u8>, name: &str, data: &[u8]) -> Vec<u8> {
     use wasm_encoder::Section;
     wasm_encoder::CustomSection {
         name: name.into(),
