@@ -314,3 +314,48 @@ async fn the_metrics_port_holds_eight_connections_and_recovers() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_grafana_dashboard_asks_only_for_metrics_the_server_exports() {
+    let dashboard: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(
+            policy_server_e2e::build::repo_root().join("host/deploy/grafana-dashboard.json"),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    let server = server([("svc", service_policy().reads(NAMESPACE))])
+        .arg("--metrics-port")
+        .arg("0")
+        .arg("--cluster-snapshot")
+        .arg(example_snapshot())
+        .start();
+    // One evaluation with a host call, so every family has a sample.
+    server
+        .validate("svc", &review(service("api", "default")))
+        .await;
+    let exported = scrape(&server).await.docs;
+    let mut asked = 0;
+    for panel in dashboard["panels"].as_array().unwrap() {
+        for target in panel["targets"].as_array().unwrap() {
+            let expr = target["expr"].as_str().unwrap();
+            for name in expr
+                .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                .filter(|word| word.starts_with("policy_server_"))
+            {
+                let family = ["_bucket", "_total", "_count", "_sum", "_info"]
+                    .iter()
+                    .find_map(|suffix| name.strip_suffix(suffix))
+                    .unwrap_or(name);
+                assert!(
+                    exported.contains_key(family),
+                    "panel '{}' asks for {name}, which the server does not export: {:?}",
+                    panel["title"],
+                    exported.keys().collect::<Vec<_>>()
+                );
+                asked += 1;
+            }
+        }
+    }
+    assert!(asked >= 14, "{asked}");
+}

@@ -253,6 +253,33 @@ impl Metrics {
                 metrics.module_fetches.clone(),
             );
         }
+        // Every series whose labels are known up front exists from the start, at 0, so a
+        // rate or an alert on it has a baseline before the first event.
+        for reason in [Refusal::QueueFull, Refusal::DeadlinePassed] {
+            metrics.refused.get_or_create(&RefusedLabels {
+                reason: reason.as_str(),
+            });
+        }
+        for outcome in [LoadOutcome::Loaded, LoadOutcome::Failed] {
+            let labels = LoadLabels {
+                outcome: outcome.as_str(),
+            };
+            metrics.policy_loads.get_or_create(&labels);
+            metrics.policy_reloads.get_or_create(&labels);
+        }
+        for source in ["registry", "url"] {
+            for outcome in [
+                FetchOutcome::Downloaded,
+                FetchOutcome::Stored,
+                FetchOutcome::StaleCopy,
+                FetchOutcome::Failed,
+            ] {
+                metrics.module_fetches.get_or_create(&FetchLabels {
+                    source,
+                    outcome: outcome.as_str(),
+                });
+            }
+        }
         metrics
     }
 
