@@ -256,7 +256,7 @@ impl Metrics {
         // Every series whose labels are known up front exists from the start, at 0, so a
         // rate or an alert on it has a baseline before the first event.
         for reason in [Refusal::QueueFull, Refusal::DeadlinePassed] {
-            metrics.refused.get_or_create(&RefusedLabels {
+            let _ = metrics.refused.get_or_create(&RefusedLabels {
                 reason: reason.as_str(),
             });
         }
@@ -264,8 +264,8 @@ impl Metrics {
             let labels = LoadLabels {
                 outcome: outcome.as_str(),
             };
-            metrics.policy_loads.get_or_create(&labels);
-            metrics.policy_reloads.get_or_create(&labels);
+            let _ = metrics.policy_loads.get_or_create(&labels);
+            let _ = metrics.policy_reloads.get_or_create(&labels);
         }
         for source in ["registry", "url"] {
             for outcome in [
@@ -274,7 +274,7 @@ impl Metrics {
                 FetchOutcome::StaleCopy,
                 FetchOutcome::Failed,
             ] {
-                metrics.module_fetches.get_or_create(&FetchLabels {
+                let _ = metrics.module_fetches.get_or_create(&FetchLabels {
                     source,
                     outcome: outcome.as_str(),
                 });
