@@ -1,6 +1,8 @@
 //! Each host call's outcome, told to whoever counts them (the server's metrics). The
 //! crate knows no metrics library: the host gives it a [`HostCallRecorder`].
 
+use std::time::{Duration, Instant};
+
 use crate::answer::Answer;
 use crate::query::ResourceKind;
 use crate::session::{GuestSession, HostCallError};
@@ -34,6 +36,8 @@ pub struct HostCallRecord<'a> {
     pub kind: Option<&'a ResourceKind>,
     /// `ok`, or the class of the error ([`HostCallError::class`]).
     pub outcome: &'static str,
+    /// From the guest's call to its answer, ready to copy into the guest.
+    pub elapsed: Duration,
 }
 
 /// Counts host calls; called on the evaluation's thread, so it must be cheap.
@@ -61,6 +65,7 @@ impl GuestSession {
     /// Tells the policy's recorder, if it has one, how a call ended.
     pub(crate) fn record(
         &self,
+        started: Instant,
         style: CallStyle,
         operation: &'static str,
         kind: Option<&ResourceKind>,
@@ -75,6 +80,7 @@ impl GuestSession {
                 // any case, and a label value per name would be a series per name.
                 kind: kind.and_then(|kind| self.granted(kind)),
                 outcome: result.as_ref().map_or_else(HostCallError::class, |_| "ok"),
+                elapsed: started.elapsed(),
             });
         }
     }

@@ -7,6 +7,8 @@
 //! Every answer is an [`Answer`], so a prepared answer reaches the runtime without a
 //! copy; the runtime copies it once, into guest memory.
 
+use std::time::Instant;
+
 use serde::Deserialize;
 
 use crate::answer::Answer;
@@ -167,6 +169,7 @@ impl GuestSession {
         operation: &str,
         payload: &[u8],
     ) -> Result<Answer, HostCallError> {
+        let started = Instant::now();
         let request = match route(binding, namespace, operation, payload) {
             Ok(request) => request,
             Err(e) => {
@@ -184,7 +187,13 @@ impl GuestSession {
                     },
                     RouteError::InvalidArgument(source) => self.invalid(source),
                 });
-                self.record(CallStyle::Wapc, operation_name(operation), None, &refused);
+                self.record(
+                    started,
+                    CallStyle::Wapc,
+                    operation_name(operation),
+                    None,
+                    &refused,
+                );
                 return refused;
             }
         };
@@ -195,18 +204,18 @@ impl GuestSession {
                     ClusterQuery::List(_) => "list",
                     ClusterQuery::Get(_) => "get",
                 };
-                self.record(CallStyle::Wapc, name, Some(query.kind()), &answer);
+                self.record(started, CallStyle::Wapc, name, Some(query.kind()), &answer);
                 answer
             }
             WapcRequest::CanI { review, fresh } => {
                 let answer = self.can_i(&review, fresh);
-                self.record(CallStyle::Wapc, "can_i", None, &answer);
+                self.record(started, CallStyle::Wapc, "can_i", None, &answer);
                 answer
             }
             WapcRequest::Log(event) => {
                 log(self, event);
                 let answer = Ok(Answer::default());
-                self.record(CallStyle::Wapc, "log", None, &answer);
+                self.record(started, CallStyle::Wapc, "log", None, &answer);
                 answer
             }
         }

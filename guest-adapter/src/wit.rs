@@ -3,6 +3,8 @@
 //! here: `@0.1.0`'s three list functions are `list` of a fixed kind. Errors become the
 //! interface's typed cases at this boundary.
 
+use std::time::Instant;
+
 use crate::answer::Answer;
 use crate::cluster::CacheError;
 use crate::query::{self, ClusterQuery, GetQuery, ListQuery, ResourceKind};
@@ -56,6 +58,7 @@ impl GuestSession {
     /// Answers `query` and records the call.
     fn wit_query(
         &mut self,
+        started: Instant,
         operation: &'static str,
         query: Result<ClusterQuery, HostCallError>,
     ) -> Result<Answer, ContextError> {
@@ -63,12 +66,18 @@ impl GuestSession {
             Ok(query) => query,
             Err(e) => {
                 let refused = Err(e);
-                self.record(CallStyle::Wit, operation, None, &refused);
+                self.record(started, CallStyle::Wit, operation, None, &refused);
                 return refused.map_err(ContextError::from);
             }
         };
         let answer = self.query(&query);
-        self.record(CallStyle::Wit, operation, Some(query.kind()), &answer);
+        self.record(
+            started,
+            CallStyle::Wit,
+            operation,
+            Some(query.kind()),
+            &answer,
+        );
         answer.map_err(ContextError::from)
     }
 
@@ -79,6 +88,7 @@ impl GuestSession {
         kind: String,
         query: WitListQuery,
     ) -> Result<Answer, ContextError> {
+        let started = Instant::now();
         let query = self.wit_kind(api_version, kind).and_then(|kind| {
             ListQuery::parse(
                 kind,
@@ -89,7 +99,7 @@ impl GuestSession {
             .map(ClusterQuery::List)
             .map_err(|e| self.invalid(e))
         });
-        self.wit_query("list", query)
+        self.wit_query(started, "list", query)
     }
 
     /// `get(kind, namespace, name)`.
@@ -100,23 +110,29 @@ impl GuestSession {
         namespace: Option<String>,
         name: String,
     ) -> Result<Answer, ContextError> {
+        let started = Instant::now();
         let query = self.wit_kind(api_version, kind).and_then(|kind| {
             GetQuery::parse(kind, namespace, name)
                 .map(ClusterQuery::Get)
                 .map_err(|e| self.invalid(e))
         });
-        self.wit_query("get", query)
+        self.wit_query(started, "get", query)
     }
 
     /// `list-namespaces`, `list-services`, `list-ingresses` of `@0.1.0`.
     pub fn wit_list_all(&mut self, kind: ResourceKind) -> Result<Answer, ContextError> {
-        self.wit_query("list", Ok(ClusterQuery::List(ListQuery::all(kind))))
+        self.wit_query(
+            Instant::now(),
+            "list",
+            Ok(ClusterQuery::List(ListQuery::all(kind))),
+        )
     }
 
     /// `can-i(review)`: the `SubjectAccessReviewStatus` JSON.
     pub fn wit_can_i(&mut self, review: &AccessReview) -> Result<Answer, ContextError> {
+        let started = Instant::now();
         let answer = self.can_i(review, false);
-        self.record(CallStyle::Wit, "can_i", None, &answer);
+        self.record(started, CallStyle::Wit, "can_i", None, &answer);
         answer.map_err(ContextError::from)
     }
 }

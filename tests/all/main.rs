@@ -5,6 +5,7 @@
 //! One test binary, linked once, with a module per topic (as wasmtime's `tests/all/`):
 //! `cargo test -p policy-server --test all <module>::` runs one topic.
 //!
+//! - `author`: the policy author's commands (run, test, snapshot, bench);
 //! - `verdicts`: what policies answer, as Kubewarden's semantics shape it;
 //! - `configuration`: policies.yml and flags the server refuses, or serves around;
 //! - `containment`: policies that trap, loop, grab memory or break the ABI;
@@ -20,6 +21,7 @@
 //! - `registry`: policies pulled from a real OCI registry and from https:// URLs;
 //! - `reload`: policies.yml reloaded under load, and a bad one refused.
 
+mod author;
 mod cluster_context;
 mod cluster_queries;
 mod compile_cache;

@@ -35,10 +35,18 @@ impl Snapshot {
         let file_kind = self.kinds.remove(&key)?;
         let scope = if file_kind.namespaced {
             Scope::Namespaced
+        } else if file_kind.changes.is_empty() {
+            // No object to tell: as Kubernetes has it, if known.
+            super::well_known_scope(&key)
         } else {
             Scope::Cluster
         };
         Some(KindIndex::new(key, scope).apply(&file_kind.changes, file_kind.resource_version))
+    }
+
+    /// Whether the file has `kind` (objects of it, or an empty typed List of it).
+    pub fn has(&self, kind: &ResourceKind) -> bool {
+        self.kinds.keys().any(|k| k.matches(kind))
     }
 
     /// How many objects of `kind` the file has (for tests).
@@ -70,6 +78,10 @@ pub fn parse(text: &str) -> anyhow::Result<Snapshot> {
                 // A typed List (NamespaceList) names the kind its items may omit.
                 let item_kind = (kind != "List").then(|| kind.trim_end_matches("List").to_owned());
                 let api_version = value["apiVersion"].as_str().map(str::to_owned);
+                // An empty typed List says the kind has no objects: the kind is known.
+                if let (Some(kind), Some(api)) = (&item_kind, &api_version) {
+                    kinds.entry(ResourceKind::new(api, kind)).or_default();
+                }
                 items
                     .into_iter()
                     .map(|mut item| {

@@ -1,6 +1,7 @@
 //! The `policy-server` command line. Flags keep the names and environment variables of
 //! Kubewarden's policy-server, so existing deployments can switch without edits.
 
+mod author;
 mod bounds;
 mod cluster;
 mod manifests;
@@ -48,6 +49,17 @@ enum Command {
     /// exactly the kinds its policies read, Deployment, Service, PodDisruptionBudget, the
     /// policies as a ConfigMap, and one webhook entry per policy.
     Manifests(manifests::ManifestArgs),
+    /// Evaluate one request with one policy, as the server would, and print the answer.
+    /// Exit code: 0 allowed, 1 rejected, 2 the evaluation failed.
+    Run(author::run::RunArgs),
+    /// Run files of test cases (policy, settings, request, cluster, expected answer):
+    /// PASS/FAIL per case, a summary, JUnit XML with --junit.
+    Test(author::test::TestArgs),
+    /// Record the cluster state some policies may read, from the live cluster, as a
+    /// snapshot file for serve, run and test.
+    Snapshot(author::snapshot::SnapshotArgs),
+    /// Measure one policy on one request: evaluations per second, latency, host calls.
+    Bench(author::bench::BenchArgs),
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -154,6 +166,7 @@ impl CodeArgs {
         LoadOptions {
             default_timeout: Duration::from_secs(self.policy_timeout),
             continue_on_errors,
+            host_call_recorder: None,
         }
     }
 }
@@ -269,33 +282,67 @@ pub fn main() -> ExitCode {
     // The HTTP clients that fetch policies take the process's TLS provider: ring, as the
     // webhook's own TLS and kube's. Nothing installed one before.
     let _ = rustls::crypto::ring::default_provider().install_default();
-    // `manifests` writes YAML to stdout and nothing else: no log.
+    // `manifests` writes YAML to stdout and nothing else: no log. An author's command
+    // answers on stdout, and logs warnings on stderr.
     let log = match &cli.command {
         Command::Serve(args) => Some(&args.log),
         Command::Precompile(args) => Some(&args.log),
         Command::Manifests(_) => None,
+        Command::Run(_) | Command::Test(_) | Command::Snapshot(_) | Command::Bench(_) => {
+            author::init_logging();
+            None
+        }
     };
     if let Some(Err(err)) = log.map(init_logging) {
         eprintln!("Error: {err:#}");
         return ExitCode::FAILURE;
     }
-    let result = match cli.command {
-        Command::Serve(args) => tokio::runtime::Builder::new_multi_thread()
-            .enable_all()
-            .build()
-            .context("cannot start the async runtime")
-            .and_then(|rt| rt.block_on(run(*args))),
-        Command::Precompile(args) => precompile::run(args),
-        Command::Manifests(args) => manifests::run(args),
+    // An author's command that cannot run exits 2: 1 is a rejection (or a failed case).
+    let logs_to_stdout = matches!(cli.command, Command::Serve(_) | Command::Precompile(_));
+    let (result, failure) = match cli.command {
+        Command::Serve(args) => (
+            tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+                .context("cannot start the async runtime")
+                .and_then(|rt| rt.block_on(run(*args)))
+                .map(|()| ExitCode::SUCCESS),
+            ExitCode::FAILURE,
+        ),
+        Command::Precompile(args) => (
+            precompile::run(args).map(|()| ExitCode::SUCCESS),
+            ExitCode::FAILURE,
+        ),
+        Command::Manifests(args) => (
+            manifests::run(args).map(|()| ExitCode::SUCCESS),
+            ExitCode::FAILURE,
+        ),
+        Command::Run(args) => (author::run::run(args), author_failure()),
+        Command::Test(args) => (author::test::run(args), author_failure()),
+        Command::Snapshot(args) => (
+            author::snapshot::run(args).map(|()| ExitCode::SUCCESS),
+            author_failure(),
+        ),
+        Command::Bench(args) => (
+            author::bench::run(args).map(|()| ExitCode::SUCCESS),
+            author_failure(),
+        ),
     };
     match result {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(err) => {
-            tracing::error!("{err:#}");
+            // In the log too, where a server's operator looks.
+            if logs_to_stdout {
+                tracing::error!("{err:#}");
+            }
             eprintln!("Error: {err:#}");
-            ExitCode::FAILURE
+            failure
         }
     }
+}
+
+fn author_failure() -> ExitCode {
+    ExitCode::from(author::run::FAILED)
 }
 
 fn init_logging(args: &LogArgs) -> anyhow::Result<()> {
@@ -359,10 +406,12 @@ async fn run(args: ServeArgs) -> anyhow::Result<()> {
             Some(state) => state.clone(),
             None => Arc::new(NoCluster),
         };
+        let file = file.clone();
         move || load_policies(&file, &paths, &runtime, cache, reviewer, &options)
     })
     .await
     .context("policy loading panicked")??;
+    fetcher.keep_only(&file);
     // What the upgrades compile makes a new compiling engine when they start.
     runtime.release_compiler();
     crate::memory::release_freed_memory();

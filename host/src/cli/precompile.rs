@@ -37,12 +37,13 @@ pub(super) fn run(args: PrecompileArgs) -> anyhow::Result<()> {
         config.compilers = Compilers::Cranelift;
     }
     let runtime = Runtime::new(config)?;
-    // Remote modules are pulled into the download directory, which an image can ship.
+    // Remote modules are pulled into the download directory, which an image can ship; a
+    // registry that cannot be reached fails the build (no copy fetched before stands in).
     let paths = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("cannot start the async runtime")?
-        .block_on(args.code.fetcher()?.fetch(&file));
+        .block_on(args.code.fetcher()?.without_stale_copies().fetch(&file));
     // Settings are validated as at start-up (a broken policy fails the build of an
     // image, not its first start); no cluster is read.
     let LoadedPolicies { policies, upgrades } = load_policies(

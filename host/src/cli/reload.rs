@@ -174,13 +174,17 @@ impl Reloader {
         };
         // Remote modules are fetched again: a tag may have moved.
         let paths = self.fetcher.fetch(&file).await;
-        let loaded = tokio::task::spawn_blocking(move || {
-            load_policies(&file, &paths, &runtime, cache, reviewer, &options)
+        let loaded = tokio::task::spawn_blocking({
+            let file = file.clone();
+            move || load_policies(&file, &paths, &runtime, cache, reviewer, &options)
         })
         .await
         .context("policy loading panicked")?;
         match loaded {
-            Ok(loaded) => Ok((loaded, kinds)),
+            Ok(loaded) => {
+                self.fetcher.keep_only(&file);
+                Ok((loaded, kinds))
+            }
             Err(e) => {
                 // Kinds cached for this set alone go with it.
                 if let Some(cluster) = &self.cluster {

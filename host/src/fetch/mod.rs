@@ -4,6 +4,7 @@
 //! `sources.yml` and Docker's `config.json` say how each host is reached.
 
 mod credentials;
+mod failure;
 mod location;
 pub mod registry;
 mod sources;
@@ -15,7 +16,7 @@ use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use anyhow::{Context, anyhow};
+use anyhow::anyhow;
 
 pub use credentials::Credentials;
 pub use location::ModuleLocation;
@@ -30,6 +31,9 @@ use store::Pin;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// A transfer that stalls this long is abandoned.
 const READ_TIMEOUT: Duration = Duration::from_secs(30);
+/// One attempt at a module, whole: a source that trickles bytes must not hold a start
+/// or a reload for ever.
+const ATTEMPT_WITHIN: Duration = Duration::from_secs(300);
 const USER_AGENT: &str = concat!("policy-server/", env!("CARGO_PKG_VERSION"));
 
 /// How remote modules are fetched: where they are stored, and how hosts are reached.
@@ -39,6 +43,8 @@ pub struct Fetcher {
     store: OnceLock<ModuleStore>,
     sources: Sources,
     credentials: Credentials,
+    /// Whether a source out of reach may be stood in for by the copy fetched before.
+    stale_copies: bool,
 }
 
 /// Where each policy's module is on disk, or why it could not be fetched.
@@ -68,7 +74,16 @@ impl Fetcher {
             store: OnceLock::new(),
             sources: sources.map(Sources::load).transpose()?.unwrap_or_default(),
             credentials: Credentials::new(docker_config),
+            stale_copies: true,
         })
+    }
+
+    /// Fails a module whose source cannot be reached, rather than serving the copy
+    /// fetched before: for `precompile`, which must not bake an outdated policy into an
+    /// image.
+    pub fn without_stale_copies(mut self) -> Self {
+        self.stale_copies = false;
+        self
     }
 
     /// The store, made on first use: a server of local files never writes it.
@@ -111,6 +126,18 @@ impl Fetcher {
         ModulePaths(paths)
     }
 
+    /// Removes from the store what `file` does not name (a tag that moved, a URL that
+    /// changed, a policy dropped), once the policies it names serve.
+    pub fn keep_only(&self, file: &PoliciesFile) {
+        let Some(store) = self.store.get() else {
+            return;
+        };
+        let sources: Vec<&str> = file.policies.values().map(|p| p.module.as_str()).collect();
+        if let Err(err) = store.keep_only(&sources) {
+            tracing::warn!("cannot clean the policy download directory: {err:#}");
+        }
+    }
+
     async fn fetch_one(&self, location: &ModuleLocation, module: &str) -> anyhow::Result<PathBuf> {
         let (source, fetched) = match location {
             ModuleLocation::File(path) => return Ok(path.clone()),
@@ -118,7 +145,7 @@ impl Fetcher {
                 ("registry", registry::pull(self, reference, module).await)
             }
             ModuleLocation::Url(address) => {
-                let host = location.host().context("the URL has no host")?;
+                let host = location.host().unwrap_or_default();
                 ("url", url::download(self, address, &host, module).await)
             }
         };
@@ -131,59 +158,33 @@ impl Fetcher {
     }
 }
 
-/// Whether `err` says the other end could not be reached (refused, timed out, or not
-/// speaking the protocol asked), rather than answering no.
-fn is_unreachable(err: &anyhow::Error) -> bool {
-    !is_untrusted(err)
-        && err.chain().any(|cause| {
-            cause
-                .downcast_ref::<reqwest::Error>()
-                .is_some_and(|err| err.is_connect() || err.is_timeout())
-                || matches!(
-                    cause.downcast_ref::<oci_client::errors::OciDistributionError>(),
-                    Some(oci_client::errors::OciDistributionError::RequestError(err))
-                        if err.is_connect() || err.is_timeout()
-                )
-        })
-}
-
-/// Whether `err` is a TLS certificate the host's authorities do not vouch for: an answer,
-/// not an outage, and one the operator fixes in `sources.yml`.
-fn is_untrusted(err: &anyhow::Error) -> bool {
-    // An io::Error's source() skips the error it wraps (and TLS errors come wrapped
-    // twice): unwrap those by hand.
-    let untrusted = |mut cause: &(dyn std::error::Error + 'static)| loop {
-        if let Some(rustls::Error::InvalidCertificate(_)) = cause.downcast_ref::<rustls::Error>() {
-            return true;
-        }
-        match cause
-            .downcast_ref::<std::io::Error>()
-            .and_then(std::io::Error::get_ref)
-        {
-            Some(inner) => cause = inner,
-            None => return false,
-        }
-    };
-    err.chain().any(untrusted)
-}
-
-/// Says that `host`'s certificate is not trusted, and how to make it so.
-fn untrusted_hint(host: &str) -> String {
-    format!(
-        "the TLS certificate of {host} is not trusted: add the CA that signed it to \
-         source_authorities, or list the host in insecure_sources (--sources-path)"
-    )
+/// Runs one attempt at a source within [`ATTEMPT_WITHIN`]; one that takes longer is an
+/// outage (so the copy fetched before may stand in).
+async fn within_deadline<T>(attempt: impl Future<Output = anyhow::Result<T>>) -> anyhow::Result<T> {
+    match tokio::time::timeout(ATTEMPT_WITHIN, attempt).await {
+        Ok(result) => result,
+        Err(_) => Err(failure::Outage(format!(
+            "no complete answer within {} s",
+            ATTEMPT_WITHIN.as_secs()
+        ))
+        .into()),
+    }
 }
 
 /// With the source out of reach, the module it named when last fetched, if the store
-/// still holds it intact: a restart during a registry outage keeps its policies.
+/// still holds it intact (and stale copies are allowed): a restart during a registry
+/// outage keeps its policies.
 fn stored_instead(
-    store: &ModuleStore,
+    fetcher: &Fetcher,
     pinned: Option<Pin>,
     source: &str,
     err: anyhow::Error,
 ) -> anyhow::Result<(PathBuf, FetchOutcome)> {
-    match pinned.and_then(|pin| Some((store.verified(&pin.module)?, pin.module))) {
+    let store = fetcher.store()?;
+    let stored = pinned
+        .filter(|_| fetcher.stale_copies)
+        .and_then(|pin| Some((store.verified(&pin.module)?, pin.module)));
+    match stored {
         Some((path, digest)) => {
             tracing::warn!(
                 module = source,

@@ -14,12 +14,12 @@ use oci_client::manifest::{OciDescriptor, OciImageManifest};
 use oci_client::secrets::RegistryAuth;
 use oci_client::{Client, Reference};
 
+use super::failure::{self, is_unreachable};
 use super::store::{MAX_MODULE_BYTES, Pin};
-use super::{CONNECT_TIMEOUT, Fetcher, READ_TIMEOUT, USER_AGENT, is_unreachable};
+use super::{CONNECT_TIMEOUT, Fetcher, READ_TIMEOUT, USER_AGENT};
 use crate::metrics::FetchOutcome;
 
 pub const WASM_LAYER_MEDIA_TYPE: &str = "application/vnd.wasm.content.layer.v1+wasm";
-pub const WASM_CONFIG_MEDIA_TYPE: &str = "application/vnd.wasm.config.v1+json";
 
 /// How a registry is reached: over verified TLS; or, for an insecure source, over TLS
 /// without checks and then over plain HTTP.
@@ -36,8 +36,10 @@ pub(super) async fn pull(
 ) -> anyhow::Result<(PathBuf, FetchOutcome)> {
     let store = fetcher.store()?;
     let pinned = store.pinned(source);
-    if reference.digest().is_some()
-        && let Some(path) = pinned.as_ref().and_then(|pin| store.verified(&pin.module))
+    if let Some(digest) = reference.digest()
+        && let Some(pin) = &pinned
+        && pin.manifest.as_deref() == Some(digest)
+        && let Some(path) = store.verified(&pin.module)
     {
         tracing::info!(
             module = source,
@@ -47,30 +49,40 @@ pub(super) async fn pull(
     }
     let host = reference.resolve_registry();
     let auth = fetcher.credentials.for_registry(host)?;
-    let attempts: &[Attempt] = if fetcher.sources.is_insecure(host) {
+    let insecure = fetcher.sources.is_insecure(host);
+    let attempts: &[Attempt] = if insecure {
         &[Attempt::Tls { verify: false }, Attempt::PlainHttp]
     } else {
         &[Attempt::Tls { verify: true }]
     };
     let mut unreachable = None;
     for attempt in attempts {
-        let client = client(fetcher, host, *attempt);
-        match pull_with(fetcher, &client, reference, &auth, source, pinned.as_ref()).await {
+        let client = client(fetcher, host, *attempt)?;
+        let pulled = super::within_deadline(pull_with(
+            fetcher,
+            &client,
+            reference,
+            &auth,
+            source,
+            pinned.as_ref(),
+        ))
+        .await;
+        match pulled {
             Ok(path) => return Ok(path),
             Err(err) if is_unreachable(&err) => unreachable = Some(err),
             Err(err) => return Err(explain(err, host, &auth, fetcher)),
         }
     }
     let err = unreachable.unwrap_or_else(|| anyhow!("no way to reach {host}"));
-    let insecure = fetcher.sources.is_insecure(host);
-    super::stored_instead(store, pinned, source, err).with_context(|| {
-        if insecure {
-            format!("registry {host} cannot be reached")
-        } else {
+    let speaks_plain_http = !insecure && failure::is_not_tls(&err);
+    super::stored_instead(fetcher, pinned, source, err).with_context(|| {
+        if speaks_plain_http {
             format!(
-                "registry {host} cannot be reached over HTTPS (one that serves plain HTTP \
-                 must be listed in insecure_sources)"
+                "registry {host} does not speak TLS: one that serves plain HTTP must be \
+                 listed in insecure_sources (--sources-path)"
             )
+        } else {
+            format!("registry {host} cannot be reached")
         }
     })
 }
@@ -95,22 +107,34 @@ async fn pull_with(
     let started = Instant::now();
     let (manifest, manifest_digest) = client.pull_image_manifest(reference, auth).await?;
     let layer = wasm_layer(&manifest)?;
+    let pin = |module: String| Pin {
+        source: source.to_owned(),
+        manifest: Some(manifest_digest.clone()),
+        module,
+    };
+    // Another source (a tag, a digest) may have brought the same module already.
+    if let Some(path) = store.verified(&layer.digest) {
+        store.pin(&pin(layer.digest.clone()))?;
+        return Ok((path, FetchOutcome::Stored));
+    }
     let size = u64::try_from(layer.size).unwrap_or(u64::MAX);
     if size > MAX_MODULE_BYTES {
         bail!("the module is {size} bytes, more than the {MAX_MODULE_BYTES} this server pulls");
     }
-    let mut blob = client.pull_blob_stream(reference, layer).await?;
+    // The blob from this registry only: a descriptor's `urls` would send the request to
+    // any host the manifest names.
+    let layer = OciDescriptor {
+        urls: None,
+        ..layer.clone()
+    };
+    let mut blob = client.pull_blob_stream(reference, &layer).await?;
     // The manifest's size bounds what is read, whatever the registry sends.
     let mut download = store.download(size)?;
     while let Some(chunk) = blob.next().await {
         download.write(&chunk.context("while downloading the module")?)?;
     }
     let (digest, path) = download.finish(Some(&layer.digest))?;
-    store.pin(&Pin {
-        source: source.to_owned(),
-        manifest: Some(manifest_digest),
-        module: digest.clone(),
-    })?;
+    store.pin(&pin(digest.clone()))?;
     tracing::info!(module = source, %digest, bytes = size, elapsed = ?started.elapsed(), "pulled");
     Ok((path, FetchOutcome::Downloaded))
 }
@@ -137,7 +161,7 @@ fn wasm_layer(manifest: &OciImageManifest) -> anyhow::Result<&OciDescriptor> {
     }
 }
 
-fn client(fetcher: &Fetcher, host: &str, attempt: Attempt) -> Client {
+fn client(fetcher: &Fetcher, host: &str, attempt: Attempt) -> anyhow::Result<Client> {
     let extra_root_certificates = fetcher
         .sources
         .authorities(host)
@@ -147,7 +171,9 @@ fn client(fetcher: &Fetcher, host: &str, attempt: Attempt) -> Client {
             data: der.to_vec(),
         })
         .collect();
-    Client::new(ClientConfig {
+    // try_from, not new: new falls back to a default client (no timeouts, no CAs of
+    // this host) when the configuration does not build.
+    Client::try_from(ClientConfig {
         protocol: match attempt {
             Attempt::Tls { .. } => ClientProtocol::Https,
             Attempt::PlainHttp => ClientProtocol::Http,
@@ -161,6 +187,7 @@ fn client(fetcher: &Fetcher, host: &str, attempt: Attempt) -> Client {
         user_agent: USER_AGENT,
         ..ClientConfig::default()
     })
+    .with_context(|| format!("cannot make a client for registry {host}"))
 }
 
 /// Says what went wrong in the words of the operator's fix.
@@ -181,8 +208,8 @@ fn explain(
         ),
     };
     let missing = || format!("registry {host} has no such tag or digest");
-    if super::is_untrusted(&err) {
-        return err.context(super::untrusted_hint(host));
+    if failure::is_untrusted(&err) {
+        return err.context(failure::untrusted_hint(host));
     }
     let hint = match err.downcast_ref::<OciDistributionError>() {
         Some(

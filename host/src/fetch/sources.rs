@@ -79,21 +79,25 @@ impl Sources {
     }
 }
 
-/// The certificates of a PEM bundle, or of one DER certificate.
+/// The certificates of a PEM bundle, or of one DER certificate, each checked to be a
+/// trust anchor webpki takes: a bad one fails the start, not a pull.
 fn certificates_of(bytes: &[u8]) -> anyhow::Result<Vec<CertificateDer<'static>>> {
-    if !bytes.trim_ascii_start().starts_with(b"-----BEGIN") {
-        // DER: a sequence, which webpki parses when the certificate is used; refused here
-        // if it is not even that, so a typo fails the start and not a pull.
-        if bytes.first() != Some(&0x30) {
-            bail!("neither a PEM nor a DER certificate");
+    let certificates = if bytes.trim_ascii_start().starts_with(b"-----BEGIN") {
+        let certificates = CertificateDer::pem_slice_iter(bytes)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|err| anyhow::anyhow!("not a PEM certificate: {err}"))?;
+        if certificates.is_empty() {
+            bail!("no CERTIFICATE block in the PEM text");
         }
-        return Ok(vec![CertificateDer::from(bytes.to_vec())]);
-    }
-    let certificates = CertificateDer::pem_slice_iter(bytes)
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|err| anyhow::anyhow!("not a PEM certificate: {err}"))?;
-    if certificates.is_empty() {
-        bail!("no CERTIFICATE block in the PEM text");
+        certificates
+    } else {
+        vec![CertificateDer::from(bytes.to_vec())]
+    };
+    let mut roots = rustls::RootCertStore::empty();
+    for certificate in &certificates {
+        roots
+            .add(certificate.clone())
+            .map_err(|err| anyhow::anyhow!("neither a PEM nor a DER certificate ({err})"))?;
     }
     Ok(certificates)
 }

@@ -59,16 +59,44 @@ impl ModuleStore {
     }
 
     /// The stored module of `digest`, if its bytes still hash to it; a module that does
-    /// not (a disk error, a hand edit) is removed, so it is fetched again.
+    /// not (a disk error, a hand edit) is not used, and the next download replaces it.
     pub fn verified(&self, digest: &str) -> Option<PathBuf> {
         let path = self.module_path(digest).ok()?;
         let bytes = std::fs::read(&path).ok()?;
         if sha256_digest(&bytes) == digest.to_ascii_lowercase() {
             return Some(path);
         }
-        tracing::warn!(path = %path.display(), %digest, "a stored module does not match its digest; it is removed");
-        let _ = std::fs::remove_file(&path);
+        tracing::warn!(path = %path.display(), %digest, "a stored module does not match its digest: it is fetched again");
         None
+    }
+
+    /// Keeps the pins of `sources` and the modules they name; removes every other pin
+    /// and module, and what an interrupted download left.
+    pub fn keep_only(&self, sources: &[&str]) -> anyhow::Result<()> {
+        let mut kept = std::collections::HashSet::new();
+        for source in sources {
+            if let Some(pin) = self.pinned(source) {
+                kept.insert(self.pin_path(source));
+                kept.insert(self.module_path(&pin.module)?);
+            }
+        }
+        for dir in [self.dir.join("pins"), self.dir.join("modules/sha256")] {
+            for entry in std::fs::read_dir(&dir)? {
+                let path = entry?.path();
+                if !kept.contains(&path) {
+                    std::fs::remove_file(&path)?;
+                }
+            }
+        }
+        for entry in std::fs::read_dir(&self.dir)? {
+            let entry = entry?;
+            if entry.file_type()?.is_file()
+                && entry.file_name().to_string_lossy().starts_with(".tmp")
+            {
+                std::fs::remove_file(entry.path())?;
+            }
+        }
+        Ok(())
     }
 
     pub fn pinned(&self, source: &str) -> Option<Pin> {
@@ -117,6 +145,11 @@ pub struct Download<'a> {
 }
 
 impl Download<'_> {
+    /// Bytes written so far.
+    pub fn written(&self) -> u64 {
+        self.written
+    }
+
     pub fn write(&mut self, chunk: &[u8]) -> anyhow::Result<()> {
         self.written += chunk.len() as u64;
         if self.written > self.limit {
@@ -168,12 +201,15 @@ mod tests {
         assert_eq!(std::fs::read(&path).unwrap(), module);
         assert_eq!(store.verified(&digest), Some(path.clone()));
 
-        // A flipped byte on disk: not used, and removed so the next fetch replaces it.
+        // A flipped byte on disk: not used; the next download replaces it.
         let mut corrupt = module.clone();
         corrupt[9] ^= 1;
-        std::fs::write(&path, corrupt).unwrap();
+        std::fs::write(&path, &corrupt).unwrap();
         assert_eq!(store.verified(&digest), None);
-        assert!(!path.exists());
+        let mut download = store.download(MAX_MODULE_BYTES).unwrap();
+        download.write(&module).unwrap();
+        download.finish(Some(&digest)).unwrap();
+        assert_eq!(store.verified(&digest), Some(path.clone()));
         assert_eq!(store.verified("sha256:../../etc/passwd"), None);
     }
 
@@ -196,6 +232,38 @@ mod tests {
         // Nothing is left behind but the store's own directories.
         let entries = std::fs::read_dir(dir.path()).unwrap().count();
         assert_eq!(entries, 2);
+    }
+
+    #[test]
+    fn only_what_the_sources_pin_is_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = ModuleStore::open(dir.path()).unwrap();
+        let stored = |bytes: &[u8], source: &str| {
+            let mut download = store.download(MAX_MODULE_BYTES).unwrap();
+            download.write(bytes).unwrap();
+            let (digest, path) = download.finish(None).unwrap();
+            store
+                .pin(&Pin {
+                    source: source.into(),
+                    manifest: None,
+                    module: digest.clone(),
+                })
+                .unwrap();
+            (digest, path)
+        };
+        let (old, old_path) = stored(b"v1", "https://example.com/p.wasm");
+        let (new, new_path) = stored(b"v2", "https://example.com/p.wasm");
+        let (_, gone_path) = stored(b"other", "registry://r/other:v1");
+        let leftover = tempfile::NamedTempFile::new_in(dir.path())
+            .unwrap()
+            .keep()
+            .unwrap()
+            .1;
+        store.keep_only(&["https://example.com/p.wasm"]).unwrap();
+        assert_eq!(store.verified(&new), Some(new_path));
+        assert_eq!(store.verified(&old), None);
+        assert!(!old_path.exists() && !gone_path.exists() && !leftover.exists());
+        assert_eq!(store.pinned("registry://r/other:v1"), None);
     }
 
     #[test]

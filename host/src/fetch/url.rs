@@ -9,8 +9,9 @@ use anyhow::{Context, bail};
 use futures::StreamExt;
 use reqwest::{Certificate, Url};
 
+use super::failure::{self, is_unreachable};
 use super::store::{MAX_MODULE_BYTES, Pin};
-use super::{CONNECT_TIMEOUT, Fetcher, READ_TIMEOUT, USER_AGENT, is_unreachable};
+use super::{CONNECT_TIMEOUT, Fetcher, READ_TIMEOUT, USER_AGENT};
 use crate::metrics::FetchOutcome;
 
 pub(super) async fn download(
@@ -28,7 +29,7 @@ pub(super) async fn download(
     }
     let client = client(fetcher, host, insecure)?;
     let store = fetcher.store()?;
-    match get(fetcher, &client, url).await {
+    match super::within_deadline(get(fetcher, &client, url)).await {
         Ok((digest, path, bytes, elapsed)) => {
             store.pin(&Pin {
                 source: source.to_owned(),
@@ -39,10 +40,10 @@ pub(super) async fn download(
             Ok((path, FetchOutcome::Downloaded))
         }
         Err(err) if is_unreachable(&err) => {
-            super::stored_instead(store, store.pinned(source), source, err)
+            super::stored_instead(fetcher, store.pinned(source), source, err)
                 .with_context(|| format!("{host} cannot be reached"))
         }
-        Err(err) if super::is_untrusted(&err) => Err(err.context(super::untrusted_hint(host))),
+        Err(err) if failure::is_untrusted(&err) => Err(err.context(failure::untrusted_hint(host))),
         Err(err) => Err(err),
     }
 }
@@ -55,6 +56,9 @@ async fn get(
     let started = Instant::now();
     let response = client.get(url.clone()).send().await?;
     let status = response.status();
+    if failure::is_gateway_outage(status.as_u16()) {
+        return Err(failure::Outage(format!("the server answered {status}")).into());
+    }
     if !status.is_success() {
         bail!("the server answered {status}");
     }
@@ -66,13 +70,11 @@ async fn get(
         );
     }
     let mut download = fetcher.store()?.download(MAX_MODULE_BYTES)?;
-    let mut bytes = 0;
     let mut body = response.bytes_stream();
     while let Some(chunk) = body.next().await {
-        let chunk = chunk.context("while downloading the module")?;
-        bytes += chunk.len() as u64;
-        download.write(&chunk)?;
+        download.write(&chunk.context("while downloading the module")?)?;
     }
+    let bytes = download.written();
     let (digest, path) = download.finish(None)?;
     Ok((digest, path, bytes, started.elapsed()))
 }
@@ -92,7 +94,18 @@ fn client(fetcher: &Fetcher, host: &str, insecure: bool) -> anyhow::Result<reqwe
         .tls_danger_accept_invalid_certs(insecure)
         // A secure source is not left for plain HTTP by a redirect.
         .https_only(!insecure)
-        .redirect(reqwest::redirect::Policy::limited(5))
+        // Trust (authorities, insecure_sources) was settled for this host: a redirect
+        // must not carry it to another.
+        .redirect(reqwest::redirect::Policy::custom(|attempt| {
+            let first = attempt.previous().first().and_then(|url| url.host_str());
+            if attempt.url().host_str() != first {
+                attempt.error("a redirect to another host")
+            } else if attempt.previous().len() > 5 {
+                attempt.error("more than 5 redirects")
+            } else {
+                attempt.follow()
+            }
+        }))
         .build()
         .context("cannot make an HTTP client")
 }

@@ -8,7 +8,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use guest_adapter::{AccessReviewer, AccessRules, ClusterCache, PolicyContext, ResourceKind};
+use guest_adapter::{
+    AccessReviewer, AccessRules, ClusterCache, HostCallRecorder, PolicyContext, ResourceKind,
+};
 
 use super::{Loaded, Policy};
 use crate::config::{PoliciesFile, PolicyConfig};
@@ -19,13 +21,16 @@ use crate::runtime::wapc::WapcModule;
 use crate::runtime::{GuestCall, PendingUpgrade, PolicyGuest, Runtime, Swappable};
 use crate::throttle::LogThrottle;
 
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct LoadOptions {
     /// Time limit of a policy that sets no `timeoutEvalSeconds`.
     pub default_timeout: Duration,
     /// Serve the other policies when one fails to load; the failed one rejects every
     /// request with the reason.
     pub continue_on_errors: bool,
+    /// Where host calls are recorded, if not in the process's metrics (`bench` times
+    /// them).
+    pub host_call_recorder: Option<Arc<dyn HostCallRecorder>>,
 }
 
 /// The policies of a file, ready to serve, and the upgrades of their modules that are
@@ -55,8 +60,12 @@ pub fn load_policies(
                 .iter()
                 .map(|r| ResourceKind::new(&r.api_version, &r.kind)),
         );
-        let mut context = PolicyContext::new(id.as_str(), access, cache.clone())
-            .with_recorder(metrics::host_call_recorder());
+        let mut context = PolicyContext::new(id.as_str(), access, cache.clone()).with_recorder(
+            options
+                .host_call_recorder
+                .clone()
+                .unwrap_or_else(metrics::host_call_recorder),
+        );
         if let Some(reviewer) = &reviewer {
             context = context.with_reviewer(reviewer.clone());
         }

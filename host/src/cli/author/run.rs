@@ -1,0 +1,74 @@
+//! `policy-server run POLICY --request FILE`: one policy, one request, the answer the
+//! server would give. Exit code: 0 allowed, 1 rejected, 2 the evaluation (or the command)
+//! failed.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Args;
+
+use super::session::{LoadHow, Session};
+use super::{PolicyArgs, async_runtime, request};
+
+#[derive(Debug, Args)]
+pub(in crate::cli) struct RunArgs {
+    #[command(flatten)]
+    policy: PolicyArgs,
+    /// The request: an AdmissionReview, an AdmissionRequest, or a Kubernetes object (a
+    /// CREATE of it is made). JSON or YAML.
+    #[arg(long)]
+    request: PathBuf,
+    /// Print compact JSON, one document per line, instead of pretty JSON.
+    #[arg(long)]
+    raw: bool,
+}
+
+/// The exit code of an allowed request.
+pub const ALLOWED: u8 = 0;
+/// The exit code of a rejected one.
+pub const REJECTED: u8 = 1;
+/// The exit code when the evaluation itself failed (or the command could not run).
+pub const FAILED: u8 = 2;
+
+pub(in crate::cli) fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
+    let review = request::review_from_file(&args.request)?;
+    let entry = args.policy.entry()?;
+    let cluster = args.policy.cluster.choice();
+    let id = args.policy.id();
+    let session = async_runtime()?.block_on(Session::load(
+        vec![(id.clone(), entry)],
+        &cluster,
+        LoadHow::default(),
+    ))?;
+    let evaluation = session.evaluate(&id, &review)?;
+    let print = |value: &serde_json::Value| {
+        if args.raw {
+            println!("{value}");
+        } else {
+            println!("{value:#}");
+        }
+    };
+    print(&evaluation.review);
+    if let Some(object) = &evaluation.patched_object {
+        print(object);
+    }
+    let response = &evaluation.review["response"];
+    let allowed = response["allowed"].as_bool() == Some(true);
+    let message = response["status"]["message"].as_str().unwrap_or_default();
+    let code = response["status"]["code"].as_u64();
+    let summary = match (evaluation.failed, allowed, &evaluation.patched_object) {
+        (true, _, _) => format!("error: {message}"),
+        (false, true, Some(_)) => "allowed, mutated (the patched object follows the review)".into(),
+        (false, true, None) => "allowed".into(),
+        (false, false, _) => match code {
+            Some(code) => format!("rejected ({code}): {message}"),
+            None => format!("rejected: {message}"),
+        },
+    };
+    eprintln!("{summary}");
+    Ok(ExitCode::from(match (evaluation.failed, allowed) {
+        (true, _) => FAILED,
+        (false, true) => ALLOWED,
+        (false, false) => REJECTED,
+    }))
+}
