@@ -152,7 +152,12 @@ async fn an_insecure_source_is_pulled_over_plain_http() {
         .args(fetch_flags(dir.path(), None))
         .start_expecting_failure();
     assert!(!status.success());
-    assert!(output.contains("cannot be reached"), "{output}");
+    assert!(
+        output.contains(
+            "does not speak TLS: one that serves plain HTTP must be listed in insecure_sources"
+        ),
+        "{output}"
+    );
 
     let sources = registry.sources_file(dir.path());
     let server = tokio::task::block_in_place(|| {
