@@ -131,7 +131,16 @@ fn run_errors_say_what_and_where() {
     )
     .unwrap();
     let trap = wasm().misbehaving.display().to_string();
-    let cases: [(&[&str], &str); 5] = [
+    let cases: [(&[&str], &str); 6] = [
+        (
+            &[
+                "run",
+                "no/such/module.wasm",
+                "--request",
+                "requests/pod-latest.json",
+            ],
+            "cannot read module",
+        ),
         (
             &[
                 "run",
@@ -340,6 +349,21 @@ async fn a_snapshot_of_the_live_cluster_replays_the_same_verdicts() {
             text(&output.stderr)
         );
     }
+    // And straight from the live cluster, listed once.
+    let output = tokio::task::block_in_place(|| {
+        author(&[
+            "run",
+            "unique-ingress-host",
+            "--policies",
+            "policies.yml",
+            "--request",
+            "requests/ingress-taken-host.json",
+            "--live-cluster",
+            "--kubeconfig",
+            &kubeconfig.display().to_string(),
+        ])
+    });
+    assert_eq!(output.status.code(), Some(1), "{}", text(&output.stderr));
 }
 
 #[test]

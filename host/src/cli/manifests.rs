@@ -39,6 +39,14 @@ pub(super) struct ManifestArgs {
     /// file name.
     #[arg(long, default_value = "/policies")]
     module_dir: String,
+    /// A Secret of type kubernetes.io/dockerconfigjson (in --namespace) with the
+    /// credentials of the registries `registry://` modules come from.
+    #[arg(long, value_name = "SECRET")]
+    registry_credentials_secret: Option<String>,
+    /// A ConfigMap (in --namespace) whose key `sources.yml` is Kubewarden's sources file:
+    /// insecure registries and the CAs of private ones.
+    #[arg(long, value_name = "CONFIGMAP")]
+    sources_config_map: Option<String>,
 }
 
 pub(super) fn run(args: ManifestArgs) -> anyhow::Result<()> {
@@ -58,6 +66,8 @@ pub(super) fn run(args: ManifestArgs) -> anyhow::Result<()> {
         replicas: args.replicas,
         trust,
         module_dir: args.module_dir,
+        registry_credentials: args.registry_credentials_secret,
+        sources: args.sources_config_map,
     };
     let objects = objects(&file, &deployment)
         .with_context(|| format!("cannot make manifests for {}", args.policies.display()))?;

@@ -33,6 +33,11 @@ pub struct Deployment {
     /// Where the image holds the policies' modules: each `module:` is rewritten to this
     /// directory and the module's file name.
     pub module_dir: String,
+    /// A `kubernetes.io/dockerconfigjson` Secret with the credentials of the registries
+    /// that `registry://` modules are pulled from.
+    pub registry_credentials: Option<String>,
+    /// A ConfigMap whose `sources.yml` (Kubewarden's) says how registries are reached.
+    pub sources: Option<String>,
 }
 
 /// How the API server comes to trust the server's certificate.

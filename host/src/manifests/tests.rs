@@ -22,6 +22,8 @@ fn deployment(trust: Trust) -> Deployment {
         replicas: 2,
         trust,
         module_dir: "/policies".into(),
+        registry_credentials: None,
+        sources: None,
     }
 }
 
@@ -281,4 +283,63 @@ fn what_cannot_make_a_working_deployment_is_refused() {
         format!("{refused:#}").contains("Fail, Ignore"),
         "{refused:#}"
     );
+}
+
+#[test]
+fn registry_modules_are_pulled_by_the_pod_with_its_credentials_and_sources() {
+    let file = file(
+        "pulled:\n  module: registry://registry.example.com/policies/p:v1\n  \
+         rules: [{apiGroups: [\"\"], apiVersions: [v1], resources: [pods], operations: [CREATE]}]\n",
+    )
+    .unwrap();
+    let deployment = Deployment {
+        registry_credentials: Some("registry-pull".into()),
+        sources: Some("registry-sources".into()),
+        ..deployment(Trust::CaBundle(CA.into()))
+    };
+    let documents = documents(&file, &deployment);
+    let config_map: ConfigMap = typed(&documents, "ConfigMap");
+    let served: Value = serde_saphyr::from_str(&config_map.data.unwrap()["policies.yml"]).unwrap();
+    assert_eq!(
+        served["pulled"]["module"], "registry://registry.example.com/policies/p:v1",
+        "a registry module is left as written"
+    );
+    let workload: K8sDeployment = typed(&documents, "Deployment");
+    let pod = workload.spec.unwrap().template.spec.unwrap();
+    let container = &pod.containers[0];
+    let args = container.args.clone().unwrap();
+    let flag = |name: &str| {
+        let at = args
+            .iter()
+            .position(|arg| arg == name)
+            .unwrap_or_else(|| panic!("{name}: {args:?}"));
+        args[at + 1].clone()
+    };
+    assert_eq!(flag("--docker-config-json-path"), "/registry/config.json");
+    assert_eq!(flag("--sources-path"), "/sources/sources.yml");
+    assert_eq!(flag("--policies-download-dir"), "/cache/modules");
+    let volumes = pod.volumes.unwrap();
+    let credentials = volumes
+        .iter()
+        .find(|v| v.name == "registry-credentials")
+        .unwrap();
+    let secret = credentials.secret.as_ref().unwrap();
+    assert_eq!(secret.secret_name.as_deref(), Some("registry-pull"));
+    assert_eq!(secret.items.as_ref().unwrap()[0].key, ".dockerconfigjson");
+    let sources = volumes.iter().find(|v| v.name == "sources").unwrap();
+    assert_eq!(
+        sources.config_map.as_ref().unwrap().name,
+        "registry-sources"
+    );
+    let mounts = container.volume_mounts.as_ref().unwrap();
+    for (name, path) in [
+        ("registry-credentials", "/registry"),
+        ("sources", "/sources"),
+    ] {
+        let mount = mounts.iter().find(|m| m.name == name).unwrap();
+        assert_eq!(
+            (mount.mount_path.as_str(), mount.read_only),
+            (path, Some(true))
+        );
+    }
 }

@@ -8,9 +8,9 @@ use anyhow::bail;
 use k8s_openapi::api::apps::v1::{Deployment as K8sDeployment, DeploymentSpec};
 use k8s_openapi::api::core::v1::{
     Affinity, Capabilities, ConfigMap, ConfigMapVolumeSource, Container, ContainerPort,
-    EmptyDirVolumeSource, HTTPGetAction, PodAffinityTerm, PodAntiAffinity, PodSecurityContext,
-    PodSpec, PodTemplateSpec, Probe, ResourceRequirements, SeccompProfile, SecretVolumeSource,
-    SecurityContext, Service, ServicePort, ServiceSpec, Volume, VolumeMount,
+    EmptyDirVolumeSource, HTTPGetAction, KeyToPath, PodAffinityTerm, PodAntiAffinity,
+    PodSecurityContext, PodSpec, PodTemplateSpec, Probe, ResourceRequirements, SeccompProfile,
+    SecretVolumeSource, SecurityContext, Service, ServicePort, ServiceSpec, Volume, VolumeMount,
     WeightedPodAffinityTerm,
 };
 use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec};
@@ -28,6 +28,8 @@ use crate::webhook::ShutdownTiming;
 const CONFIG_DIR: &str = "/config";
 const TLS_DIR: &str = "/tls";
 const CACHE_DIR: &str = "/cache";
+const REGISTRY_DIR: &str = "/registry";
+const SOURCES_DIR: &str = "/sources";
 
 /// policies.yml, with each module where the image holds it.
 pub(super) fn config_map(
@@ -173,6 +175,77 @@ pub(super) fn deployment(deployment: &Deployment) -> K8sDeployment {
     ]
     .map(str::to_owned)
     .to_vec();
+    let mut args = args;
+    let mut volume_mounts = vec![
+        mount("policies", CONFIG_DIR, true),
+        mount("tls", TLS_DIR, true),
+        mount("compile-cache", CACHE_DIR, false),
+    ];
+    let mut volumes = vec![
+        Volume {
+            name: "policies".into(),
+            config_map: Some(ConfigMapVolumeSource {
+                name: format!("{}-policies", deployment.name),
+                ..ConfigMapVolumeSource::default()
+            }),
+            ..Volume::default()
+        },
+        Volume {
+            name: "tls".into(),
+            secret: Some(SecretVolumeSource {
+                secret_name: Some(deployment.tls_secret()),
+                ..SecretVolumeSource::default()
+            }),
+            ..Volume::default()
+        },
+        Volume {
+            name: "compile-cache".into(),
+            empty_dir: Some(EmptyDirVolumeSource::default()),
+            ..Volume::default()
+        },
+    ];
+    // What private registries need: credentials and how each is reached, read from
+    // files, as the server reads them.
+    if let Some(secret) = &deployment.registry_credentials {
+        args.extend([
+            "--docker-config-json-path".to_owned(),
+            format!("{REGISTRY_DIR}/config.json"),
+        ]);
+        volume_mounts.push(mount("registry-credentials", REGISTRY_DIR, true));
+        volumes.push(Volume {
+            name: "registry-credentials".into(),
+            secret: Some(SecretVolumeSource {
+                secret_name: Some(secret.clone()),
+                items: Some(vec![KeyToPath {
+                    key: ".dockerconfigjson".into(),
+                    path: "config.json".into(),
+                    mode: None,
+                }]),
+                ..SecretVolumeSource::default()
+            }),
+            ..Volume::default()
+        });
+    }
+    if let Some(config_map) = &deployment.sources {
+        args.extend([
+            "--sources-path".to_owned(),
+            format!("{SOURCES_DIR}/sources.yml"),
+        ]);
+        volume_mounts.push(mount("sources", SOURCES_DIR, true));
+        volumes.push(Volume {
+            name: "sources".into(),
+            config_map: Some(ConfigMapVolumeSource {
+                name: config_map.clone(),
+                items: Some(vec![KeyToPath {
+                    key: "sources.yml".into(),
+                    path: "sources.yml".into(),
+                    mode: None,
+                }]),
+                ..ConfigMapVolumeSource::default()
+            }),
+            ..Volume::default()
+        });
+    }
     let container = Container {
         name: "policy-server".into(),
         image: Some(deployment.image.clone()),
@@ -211,36 +284,9 @@ pub(super) fn deployment(deployment: &Deployment) -> K8sDeployment {
             }),
             ..SecurityContext::default()
         }),
-        volume_mounts: Some(vec![
-            mount("policies", CONFIG_DIR, true),
-            mount("tls", TLS_DIR, true),
-            mount("compile-cache", CACHE_DIR, false),
-        ]),
+        volume_mounts: Some(volume_mounts),
         ..Container::default()
     };
-    let volumes = vec![
-        Volume {
-            name: "policies".into(),
-            config_map: Some(ConfigMapVolumeSource {
-                name: format!("{}-policies", deployment.name),
-                ..ConfigMapVolumeSource::default()
-            }),
-            ..Volume::default()
-        },
-        Volume {
-            name: "tls".into(),
-            secret: Some(SecretVolumeSource {
-                secret_name: Some(deployment.tls_secret()),
-                ..SecretVolumeSource::default()
-            }),
-            ..Volume::default()
-        },
-        Volume {
-            name: "compile-cache".into(),
-            empty_dir: Some(EmptyDirVolumeSource::default()),
-            ..Volume::default()
-        },
-    ];
     K8sDeployment {
         metadata: metadata(deployment, Some(&deployment.namespace)),
         spec: Some(DeploymentSpec {
