@@ -174,16 +174,20 @@ async fn within_deadline<T>(attempt: impl Future<Output = anyhow::Result<T>>) ->
 /// With the source out of reach, the module it named when last fetched, if the store
 /// still holds it intact (and stale copies are allowed): a restart during a registry
 /// outage keeps its policies.
-fn stored_instead(
+async fn stored_instead(
     fetcher: &Fetcher,
     pinned: Option<Pin>,
     source: &str,
     err: anyhow::Error,
 ) -> anyhow::Result<(PathBuf, FetchOutcome)> {
     let store = fetcher.store()?;
-    let stored = pinned
-        .filter(|_| fetcher.stale_copies)
-        .and_then(|pin| Some((store.verified(&pin.module)?, pin.module)));
+    let stored = match pinned.filter(|_| fetcher.stale_copies) {
+        Some(pin) => store
+            .verified_in_background(&pin.module)
+            .await
+            .map(|path| (path, pin.module)),
+        None => None,
+    };
     match stored {
         Some((path, digest)) => {
             tracing::warn!(

@@ -39,7 +39,7 @@ pub(super) async fn pull(
     if let Some(digest) = reference.digest()
         && let Some(pin) = &pinned
         && pin.manifest.as_deref() == Some(digest)
-        && let Some(path) = store.verified(&pin.module)
+        && let Some(path) = store.verified_in_background(&pin.module).await
     {
         tracing::info!(
             module = source,
@@ -75,16 +75,18 @@ pub(super) async fn pull(
     }
     let err = unreachable.unwrap_or_else(|| anyhow!("no way to reach {host}"));
     let speaks_plain_http = !insecure && failure::is_not_tls(&err);
-    super::stored_instead(fetcher, pinned, source, err).with_context(|| {
-        if speaks_plain_http {
-            format!(
-                "registry {host} does not speak TLS: one that serves plain HTTP must be \
+    super::stored_instead(fetcher, pinned, source, err)
+        .await
+        .with_context(|| {
+            if speaks_plain_http {
+                format!(
+                    "registry {host} does not speak TLS: one that serves plain HTTP must be \
                  listed in insecure_sources (--sources-path)"
-            )
-        } else {
-            format!("registry {host} cannot be reached")
-        }
-    })
+                )
+            } else {
+                format!("registry {host} cannot be reached")
+            }
+        })
 }
 
 async fn pull_with(
@@ -99,7 +101,7 @@ async fn pull_with(
     let manifest_digest = client.fetch_manifest_digest(reference, auth).await?;
     if let Some(pin) = pinned
         && pin.manifest.as_deref() == Some(manifest_digest.as_str())
-        && let Some(path) = store.verified(&pin.module)
+        && let Some(path) = store.verified_in_background(&pin.module).await
     {
         tracing::info!(module = source, digest = %pin.module, "module unchanged in the registry; using the local store");
         return Ok((path, FetchOutcome::Stored));
@@ -113,7 +115,7 @@ async fn pull_with(
         module,
     };
     // Another source (a tag, a digest) may have brought the same module already.
-    if let Some(path) = store.verified(&layer.digest) {
+    if let Some(path) = store.verified_in_background(&layer.digest).await {
         store.pin(&pin(layer.digest.clone()))?;
         return Ok((path, FetchOutcome::Stored));
     }

@@ -70,6 +70,16 @@ impl ModuleStore {
         None
     }
 
+    /// [`Self::verified`], off the async runtime's threads: hashing a module takes
+    /// milliseconds per megabyte, and those threads also answer admission requests.
+    pub async fn verified_in_background(&self, digest: &str) -> Option<PathBuf> {
+        let (store, digest) = (self.clone(), digest.to_owned());
+        tokio::task::spawn_blocking(move || store.verified(&digest))
+            .await
+            .ok()
+            .flatten()
+    }
+
     /// Keeps the pins of `sources` and the modules they name; removes every other pin
     /// and module, and what an interrupted download left.
     pub fn keep_only(&self, sources: &[&str]) -> anyhow::Result<()> {

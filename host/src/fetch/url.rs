@@ -41,6 +41,7 @@ pub(super) async fn download(
         }
         Err(err) if is_unreachable(&err) => {
             super::stored_instead(fetcher, store.pinned(source), source, err)
+                .await
                 .with_context(|| format!("{host} cannot be reached"))
         }
         Err(err) if failure::is_untrusted(&err) => Err(err.context(failure::untrusted_hint(host))),
