@@ -379,3 +379,37 @@ async fn a_reload_pulls_again_and_follows_a_moved_tag() {
     let privileged = server.validate("workloads", &privileged_pod()).await;
     assert_eq!(privileged["allowed"], true, "{privileged}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_url_that_redirects_to_another_host_is_refused() {
+    // A plain HTTP server (an insecure source) that sends every request elsewhere.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let mut head = [0; 4096];
+            let _ = stream.read(&mut head).await;
+            let answer = format!(
+                "HTTP/1.1 302 Found\r\nlocation: http://localhost:{port}/p.wasm\r\n\
+                 content-length: 0\r\nconnection: close\r\n\r\n"
+            );
+            let _ = stream.write_all(answer.as_bytes()).await;
+        }
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let sources = dir.path().join("sources.yml");
+    std::fs::write(
+        &sources,
+        format!("insecure_sources: [\"127.0.0.1:{port}\", \"localhost:{port}\"]\n"),
+    )
+    .unwrap();
+    let (status, output) = server([(
+        "redirected",
+        Policy::new(format!("http://127.0.0.1:{port}/p.wasm")),
+    )])
+    .args(fetch_flags(dir.path(), Some(&sources)))
+    .start_expecting_failure();
+    assert!(!status.success());
+    assert!(output.contains("a redirect to another host"), "{output}");
+}
