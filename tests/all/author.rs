@@ -92,6 +92,81 @@ fn run_answers_as_the_server_and_says_it_by_exit_code() {
 }
 
 #[test]
+fn run_shows_what_a_monitor_mode_policy_said_and_takes_settings_and_grants() {
+    let monitored = author(&[
+        "run",
+        "required-labels-monitor",
+        "--policies",
+        "policies.yml",
+        "--request",
+        "requests/pod-latest.json",
+    ]);
+    assert_eq!(
+        monitored.status.code(),
+        Some(0),
+        "{}",
+        text(&monitored.stderr)
+    );
+    assert!(
+        text(&monitored.stderr).contains(
+            "allowed (monitor mode; the policy rejected it: (400): Pod 'web' is missing required labels"
+        ),
+        "{}",
+        text(&monitored.stderr)
+    );
+
+    // Settings from a file, and a grant given on the command line to a bare module.
+    let dir = tempfile::tempdir().unwrap();
+    let settings = dir.path().join("settings.yaml");
+    std::fs::write(&settings, "namespace_label: tenant\n").unwrap();
+    let service = dir.path().join("service.json");
+    std::fs::write(
+        &service,
+        json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "api"},
+               "spec": {"ports": [{"port": 80}]}})
+        .to_string(),
+    )
+    .unwrap();
+    let module = wasm().namespace_label.display().to_string();
+    let run = |extra: &[&str]| {
+        let mut args = vec![
+            "run",
+            &module,
+            "--request",
+            service.to_str().unwrap(),
+            "--cluster-snapshot",
+            "cluster-snapshot.yaml",
+        ];
+        args.extend_from_slice(extra);
+        author(&args)
+    };
+    let settings_flag = format!("@{}", settings.display());
+    // No namespace in the object: `default`, as the API server does; it has `tenant`.
+    let granted = run(&[
+        "--settings",
+        &settings_flag,
+        "--allow-context",
+        "v1/Namespace",
+    ]);
+    assert_eq!(granted.status.code(), Some(0), "{}", text(&granted.stderr));
+    let ungranted = run(&["--settings", &settings_flag]);
+    assert_eq!(
+        ungranted.status.code(),
+        Some(1),
+        "{}",
+        text(&ungranted.stderr)
+    );
+    let not_a_mapping = run(&["--settings", "settings.json"]);
+    assert_eq!(not_a_mapping.status.code(), Some(2));
+    assert!(
+        text(&not_a_mapping.stderr)
+            .contains("not a mapping of settings (to read a file, write @FILE)"),
+        "{}",
+        text(&not_a_mapping.stderr)
+    );
+}
+
+#[test]
 fn run_prints_the_patched_object_of_a_mutation_for_either_kind_of_policy() {
     for policy in ["default-labels", "default-labels-component"] {
         let mutated = author(&[
@@ -236,7 +311,7 @@ fn the_examples_test_file_passes_and_writes_junit() {
         .lines()
         .filter(|line| line.starts_with("PASS "))
         .count();
-    assert!(cases >= 13, "{stdout}");
+    assert!(cases >= 14, "{stdout}");
     assert!(
         stdout.contains(&format!("{cases} passed, 0 failed (1 file)")),
         "{stdout}"
@@ -259,9 +334,16 @@ fn a_failing_case_shows_what_differs_and_fails_the_suite() {
              expect:\n    allowed: true\n    patchedObject:\n      apiVersion: v1\n      kind: Pod\n      \
              metadata: {{name: web, namespace: default, labels: {{team: platform}}}}\n\
              - name: expects an allowance\n  policy: deny-latest-tag\n  request: {}\n  \
-             expect: {{allowed: true}}\n",
+             expect: {{allowed: true}}\n\
+             - name: names a module that is not there\n  policy: no-such-policy.wasm\n  \
+             request: {}\n  expect: {{allowed: false}}\n\
+             - name: expects the trap it gets\n  policy: {}\n  settings: {{behaviour: trap}}\n  \
+             request: {}\n  expect: {{error: trapped}}\n",
             examples.join("policies.yml").display(),
             examples.join("requests/pod-latest.json").display(),
+            examples.join("requests/pod-latest.json").display(),
+            examples.join("requests/pod-latest.json").display(),
+            wasm().misbehaving.display(),
             examples.join("requests/pod-latest.json").display(),
         ),
     )
@@ -291,9 +373,28 @@ fn a_failing_case_shows_what_differs_and_fails_the_suite() {
         stdout.contains("allowed: expected true, got false (Images must be pinned"),
         "{stdout}"
     );
-    assert!(stdout.contains("0 passed, 2 failed"), "{stdout}");
+    assert!(
+        stdout.contains("FAIL names a module that is not there"),
+        "a rejection expected of a policy is not met by a failure to load it: {stdout}"
+    );
+    assert!(stdout.contains("is neither a policy of"), "{stdout}");
+    assert!(stdout.contains("PASS expects the trap it gets"), "{stdout}");
+    assert!(stdout.contains("1 passed, 3 failed"), "{stdout}");
     let xml = std::fs::read_to_string(&junit).unwrap();
-    assert!(xml.contains("failures=\"2\""), "{xml}");
+    assert!(xml.contains("failures=\"3\""), "{xml}");
+
+    // A file that cannot run is reported, the others still run, and the exit code says so.
+    let output = author(&["test", "no-such-file.yml", "policy-tests.yml"]);
+    let stdout = text(&output.stdout);
+    assert_eq!(output.status.code(), Some(2), "{stdout}");
+    assert!(
+        stdout.contains("ERROR no-such-file.yml: cannot read"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains(" passed, 0 failed (2 files, 1 could not run)"),
+        "{stdout}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -364,6 +465,11 @@ async fn a_snapshot_of_the_live_cluster_replays_the_same_verdicts() {
         ])
     });
     assert_eq!(output.status.code(), Some(1), "{}", text(&output.stderr));
+    assert!(
+        text(&output.stderr).contains("ingress default/web"),
+        "{}",
+        text(&output.stderr)
+    );
 }
 
 #[test]

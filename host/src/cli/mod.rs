@@ -30,6 +30,9 @@ use crate::policy::{Evaluator, LoadOptions, LoadedPolicies, ServedPolicies, load
 use crate::runtime::{Compilers, Runtime, RuntimeConfig, upgrade_in_background};
 use crate::webhook::{AppState, Listener, Readiness, serve};
 
+/// Time limit of a policy that sets no `timeoutEvalSeconds`.
+pub(crate) const DEFAULT_POLICY_TIMEOUT: Duration = Duration::from_secs(2);
+
 #[derive(Debug, Parser)]
 #[command(name = "policy-server", version, about)]
 struct Cli {
@@ -107,7 +110,7 @@ struct CodeArgs {
     #[arg(long, env = "KUBEWARDEN_POLICIES", default_value = "policies.yml")]
     policies: PathBuf,
     /// Seconds one evaluation may run, unless the policy sets `timeoutEvalSeconds`.
-    #[arg(long, env = "KUBEWARDEN_POLICY_TIMEOUT", default_value_t = 2)]
+    #[arg(long, env = "KUBEWARDEN_POLICY_TIMEOUT", default_value_t = DEFAULT_POLICY_TIMEOUT.as_secs())]
     policy_timeout: u64,
     /// Largest linear memory of one policy instance, in MiB.
     #[arg(
@@ -342,7 +345,7 @@ pub fn main() -> ExitCode {
 }
 
 fn author_failure() -> ExitCode {
-    ExitCode::from(author::run::FAILED)
+    ExitCode::from(author::exit::ERROR)
 }
 
 fn init_logging(args: &LogArgs) -> anyhow::Result<()> {

@@ -12,7 +12,7 @@ pub(super) mod test;
 
 use std::path::{Path, PathBuf};
 
-use anyhow::Context;
+use anyhow::{Context, bail};
 use clap::Args;
 use serde_json::Value;
 
@@ -36,6 +36,12 @@ pub(super) struct PolicyArgs {
     allow_context: Vec<String>,
     #[command(flatten)]
     cluster: ClusterArgs,
+    /// Kubewarden's sources.yml, for a registry:// or https:// POLICY (as `serve`).
+    #[arg(long, env = "KUBEWARDEN_SOURCES_PATH")]
+    sources_path: Option<PathBuf>,
+    /// Docker config.json with registry credentials, for a registry:// POLICY.
+    #[arg(long, env = "KUBEWARDEN_DOCKER_CONFIG_JSON_PATH")]
+    docker_config_json_path: Option<PathBuf>,
 }
 
 /// Where the cluster state comes from.
@@ -49,7 +55,7 @@ pub(super) struct ClusterArgs {
     #[arg(long)]
     live_cluster: bool,
     /// Kubeconfig for --live-cluster (default: in-cluster or the usual kubeconfig).
-    #[arg(long)]
+    #[arg(long, requires = "live_cluster")]
     kubeconfig: Option<PathBuf>,
 }
 
@@ -71,13 +77,17 @@ impl PolicyArgs {
         if self.policies.is_some() {
             return self.policy.clone();
         }
-        self.policy
-            .rsplit('/')
-            .next()
-            .and_then(|name| name.split(['.', ':', '@']).next())
-            .filter(|name| !name.is_empty())
-            .unwrap_or("policy")
-            .to_owned()
+        module_id(&self.policy)
+    }
+
+    /// How to load it: from the registries as --sources-path and
+    /// --docker-config-json-path say.
+    fn how(&self) -> session::LoadHow {
+        session::LoadHow {
+            sources: self.sources_path.clone(),
+            docker_config: self.docker_config_json_path.clone(),
+            ..session::LoadHow::default()
+        }
     }
 
     fn entry(&self) -> anyhow::Result<PolicyEntry> {
@@ -89,13 +99,56 @@ impl PolicyArgs {
     }
 }
 
-/// `--settings`: inline JSON (or YAML flow), or `@FILE`.
+/// A policy id for a module (a path or a URL): its file name without extension.
+fn module_id(module: &str) -> String {
+    module
+        .rsplit('/')
+        .next()
+        .and_then(|name| name.split(['.', ':', '@']).next())
+        .filter(|name| !name.is_empty())
+        .unwrap_or("policy")
+        .to_owned()
+}
+
+/// `--settings`: an inline JSON (or YAML flow) mapping, or `@FILE`.
 fn settings_value(settings: &str) -> anyhow::Result<Value> {
-    match settings.strip_prefix('@') {
-        Some(path) => read_document(Path::new(path)).context("--settings"),
+    let value = match settings.strip_prefix('@') {
+        Some(path) => read_document(Path::new(path)).context("--settings")?,
         None => crate::yaml::from_str(settings, crate::yaml::config_options())
-            .context("--settings is not JSON (to read a file, write @FILE)"),
+            .context("--settings is not JSON (to read a file, write @FILE)")?,
+    };
+    match value {
+        Value::Object(_) | Value::Null => Ok(value),
+        // `--settings settings.json` reads as the string "settings.json".
+        other => {
+            bail!("--settings is {other}, not a mapping of settings (to read a file, write @FILE)")
+        }
     }
+}
+
+/// Exit codes of the author's commands.
+pub mod exit {
+    /// Allowed; every case passed.
+    pub const SUCCESS: u8 = 0;
+    /// Rejected; a case failed.
+    pub const NO: u8 = 1;
+    /// The evaluation failed, or the command could not run.
+    pub const ERROR: u8 = 2;
+}
+
+/// Where fetched modules are kept for an author's commands: the user's cache directory,
+/// owner-only (its modules are compiled and run).
+fn module_store() -> anyhow::Result<PathBuf> {
+    let base = std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".cache")))
+        .unwrap_or_else(std::env::temp_dir);
+    let dir = base.join("policy-server").join("modules");
+    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))
+        .with_context(|| format!("cannot make {} owner-only", dir.display()))?;
+    Ok(dir)
 }
 
 /// A JSON or YAML document from a file.

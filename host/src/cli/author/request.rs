@@ -10,11 +10,51 @@ use serde_json::{Value, json};
 
 use crate::admission::ADMISSION_API_VERSION;
 
+/// The largest request read: the server's default body limit.
+const MAX_REQUEST_BYTES: u64 = 3 << 20;
+
+/// Kubernetes' own kinds that live outside namespaces; any other kind (a custom
+/// resource's included) is taken as namespaced.
+const CLUSTER_SCOPED: &[&str] = &[
+    "Namespace",
+    "Node",
+    "PersistentVolume",
+    "ClusterRole",
+    "ClusterRoleBinding",
+    "StorageClass",
+    "CustomResourceDefinition",
+    "ValidatingWebhookConfiguration",
+    "MutatingWebhookConfiguration",
+    "ValidatingAdmissionPolicy",
+    "ValidatingAdmissionPolicyBinding",
+    "PriorityClass",
+    "RuntimeClass",
+    "IngressClass",
+    "CSIDriver",
+    "CSINode",
+    "VolumeAttachment",
+    "APIService",
+    "CertificateSigningRequest",
+    "FlowSchema",
+    "PriorityLevelConfiguration",
+    "ComponentStatus",
+];
+
 /// The uid of a request made here: what the answer must echo.
 pub const MADE_UP_UID: &str = "00000000-0000-0000-0000-000000000000";
 
 /// Reads `path` and returns the AdmissionReview to evaluate.
 pub fn review_from_file(path: &Path) -> anyhow::Result<Value> {
+    let size = std::fs::metadata(path)
+        .with_context(|| format!("cannot read request file {}", path.display()))?
+        .len();
+    if size > MAX_REQUEST_BYTES {
+        bail!(
+            "request file {} is {size} bytes: the server takes at most {MAX_REQUEST_BYTES} \
+             (kube-apiserver's own limit is 3 MiB)",
+            path.display()
+        );
+    }
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("cannot read request file {}", path.display()))?;
     let document: Value = crate::yaml::from_str(&text, crate::yaml::config_options())
@@ -59,7 +99,16 @@ pub fn review_from(document: Value) -> anyhow::Result<Value> {
         None => ("", api_version),
     };
     let resource = ApiResource::from_gvk(&GroupVersionKind::gvk(group, version, kind));
+    let (group, version, kind) = (group.to_owned(), version.to_owned(), kind.to_owned());
+    let mut document = document;
     let name = document["metadata"]["name"].clone();
+    // The API server puts a namespaced object without one in `default`.
+    if document["metadata"]["namespace"].is_null()
+        && !CLUSTER_SCOPED.contains(&kind.as_str())
+        && let Some(metadata) = document["metadata"].as_object_mut()
+    {
+        metadata.insert("namespace".into(), "default".into());
+    }
     let namespace = document["metadata"]["namespace"].clone();
     let mut request = json!({
         "uid": MADE_UP_UID,
@@ -119,7 +168,18 @@ mod tests {
         let made = review_from(deployment).unwrap();
         assert_eq!(made["request"]["kind"]["group"], "apps");
         assert_eq!(made["request"]["resource"]["resource"], "deployments");
-        assert!(made["request"].get("namespace").is_none());
+        // Namespaced, without a namespace: the API server's `default`.
+        assert_eq!(made["request"]["namespace"], "default");
+        assert_eq!(
+            made["request"]["object"]["metadata"]["namespace"],
+            "default"
+        );
+        let namespace = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "n"}});
+        assert!(
+            review_from(namespace).unwrap()["request"]
+                .get("namespace")
+                .is_none()
+        );
 
         // A bare request is wrapped as it is; a review is taken as it is.
         let bare = made["request"].clone();

@@ -7,8 +7,8 @@ use std::process::ExitCode;
 
 use clap::Args;
 
-use super::session::{LoadHow, Session};
-use super::{PolicyArgs, async_runtime, request};
+use super::session::Session;
+use super::{PolicyArgs, async_runtime, exit, request};
 
 #[derive(Debug, Args)]
 pub(in crate::cli) struct RunArgs {
@@ -23,13 +23,6 @@ pub(in crate::cli) struct RunArgs {
     raw: bool,
 }
 
-/// The exit code of an allowed request.
-pub const ALLOWED: u8 = 0;
-/// The exit code of a rejected one.
-pub const REJECTED: u8 = 1;
-/// The exit code when the evaluation itself failed (or the command could not run).
-pub const FAILED: u8 = 2;
-
 pub(in crate::cli) fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let review = request::review_from_file(&args.request)?;
     let entry = args.policy.entry()?;
@@ -38,7 +31,7 @@ pub(in crate::cli) fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let session = async_runtime()?.block_on(Session::load(
         vec![(id.clone(), entry)],
         &cluster,
-        LoadHow::default(),
+        args.policy.how(),
     ))?;
     let evaluation = session.evaluate(&id, &review)?;
     let print = |value: &serde_json::Value| {
@@ -54,21 +47,34 @@ pub(in crate::cli) fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     }
     let response = &evaluation.review["response"];
     let allowed = response["allowed"].as_bool() == Some(true);
-    let message = response["status"]["message"].as_str().unwrap_or_default();
-    let code = response["status"]["code"].as_u64();
     let summary = match (evaluation.failed, allowed, &evaluation.patched_object) {
-        (true, _, _) => format!("error: {message}"),
+        (true, _, _) => format!(
+            "error: {}",
+            response["status"]["message"].as_str().unwrap_or_default()
+        ),
         (false, true, Some(_)) => "allowed, mutated (the patched object follows the review)".into(),
-        (false, true, None) => "allowed".into(),
-        (false, false, _) => match code {
-            Some(code) => format!("rejected ({code}): {message}"),
-            None => format!("rejected: {message}"),
+        (false, true, None) => match &evaluation.policy_verdict {
+            Some(verdict) if verdict["allowed"] == false => format!(
+                "allowed (monitor mode; the policy rejected it: {})",
+                status_of(verdict)
+            ),
+            _ => "allowed".into(),
         },
+        (false, false, _) => format!("rejected {}", status_of(response)),
     };
     eprintln!("{summary}");
     Ok(ExitCode::from(match (evaluation.failed, allowed) {
-        (true, _) => FAILED,
-        (false, true) => ALLOWED,
-        (false, false) => REJECTED,
+        (true, _) => exit::ERROR,
+        (false, true) => exit::SUCCESS,
+        (false, false) => exit::NO,
     }))
+}
+
+/// `(code): message` of a response's status.
+fn status_of(response: &serde_json::Value) -> String {
+    let message = response["status"]["message"].as_str().unwrap_or_default();
+    match response["status"]["code"].as_u64() {
+        Some(code) => format!("({code}): {message}"),
+        None => message.to_owned(),
+    }
 }

@@ -15,8 +15,10 @@ use crate::admission::{IncomingReview, OutgoingReview};
 use crate::cache::{CacheSource, Cluster};
 use crate::config::PoliciesFile;
 use crate::fetch::{Fetcher, ModuleLocation};
-use crate::policy::{Endpoint, LoadOptions, LoadedPolicies, Policy, decide, load_policies};
-use crate::runtime::{Compilers, Runtime, RuntimeConfig};
+use crate::policy::{
+    Endpoint, LoadOptions, LoadedPolicies, Policy, PolicyMode, decide, load_policies,
+};
+use crate::runtime::{Compilers, EvalError, Runtime, RuntimeConfig};
 
 /// One policy to load: a module with its settings and grants, or an entry of a
 /// policies.yml with what the command line overrides.
@@ -82,12 +84,8 @@ impl PolicyEntry {
             bail!("contextAwareResources is not a list");
         };
         for kind in kinds {
-            let Some((api_version, name)) = kind.rsplit_once('/') else {
-                bail!(
-                    "--allow-context {kind}: expected apiVersion/Kind, as v1/Namespace or apps/v1/Deployment"
-                );
-            };
-            grants.push(json!({"apiVersion": api_version, "kind": name}));
+            let kind = parse_kind("--allow-context", kind)?;
+            grants.push(json!({"apiVersion": kind.api_version, "kind": kind.kind}));
         }
         Ok(self)
     }
@@ -96,6 +94,9 @@ impl PolicyEntry {
 fn absolute(path: &Path) -> anyhow::Result<PathBuf> {
     std::path::absolute(path).with_context(|| format!("module {}", path.display()))
 }
+
+/// How long the first list of every kind from a live cluster may take.
+pub const LIST_WITHIN: Duration = Duration::from_secs(120);
 
 /// Where the policies' cluster state comes from.
 #[derive(Debug, Clone)]
@@ -113,6 +114,9 @@ pub struct LoadHow {
     /// A policy that does not load answers every request with the reason.
     pub continue_on_errors: bool,
     pub host_call_recorder: Option<Arc<dyn HostCallRecorder>>,
+    /// `sources.yml` and Docker `config.json`, for remote modules.
+    pub sources: Option<PathBuf>,
+    pub docker_config: Option<PathBuf>,
 }
 
 impl Default for LoadHow {
@@ -121,6 +125,8 @@ impl Default for LoadHow {
             compilers: Compilers::Winch,
             continue_on_errors: false,
             host_call_recorder: None,
+            sources: None,
+            docker_config: None,
         }
     }
 }
@@ -138,8 +144,13 @@ pub struct Session {
 pub struct Evaluation {
     /// The AdmissionReview the server would answer.
     pub review: Value,
+    /// The JSON Patch of a mutation, decoded.
+    pub patch: Option<Value>,
     /// The object after the policy's patch, for a mutation.
     pub patched_object: Option<Value>,
+    /// In monitor mode, the response the policy's own verdict makes (the server allows
+    /// the request whatever it is).
+    pub policy_verdict: Option<Value>,
     /// The evaluation itself failed (a trap, a timeout, a policy that did not load): the
     /// rejection is the server's, not the policy's verdict.
     pub failed: bool,
@@ -156,6 +167,8 @@ impl Session {
             compilers,
             continue_on_errors,
             host_call_recorder,
+            sources,
+            docker_config,
         } = how;
         let document: Map<String, Value> = entries
             .into_iter()
@@ -168,12 +181,8 @@ impl Session {
             compilers,
             ..RuntimeConfig::default()
         })?);
-        // A store of its own: `serve`'s keeps only what its policies.yml names.
-        let fetcher = Fetcher::new(
-            std::env::temp_dir().join("policy-server-author-store"),
-            None,
-            None,
-        )?;
+        // A store of the user's: `serve`'s keeps only what its policies.yml names.
+        let fetcher = Fetcher::new(super::module_store()?, sources.as_deref(), docker_config)?;
         let paths = fetcher.fetch(&file).await;
         let cache: Arc<dyn ClusterCache> = match &cluster {
             Some(cluster) => cluster.state.clone(),
@@ -183,7 +192,7 @@ impl Session {
             .as_ref()
             .and_then(|cluster| cluster.reviewer.clone());
         let options = LoadOptions {
-            default_timeout: Duration::from_secs(2),
+            default_timeout: crate::cli::DEFAULT_POLICY_TIMEOUT,
             continue_on_errors,
             host_call_recorder,
         };
@@ -213,10 +222,32 @@ impl Session {
         let bytes = serde_json::to_vec(review)?;
         let incoming =
             IncomingReview::parse(&bytes).context("the request is not an AdmissionReview")?;
-        let outcome = policy.validate(&self.runtime, &incoming.request);
+        // As the server refuses it (400): the answer could not echo the uid.
+        if incoming.uid.is_empty() {
+            bail!("request.uid is missing or empty; an AdmissionReview's answer must echo it");
+        }
+        // A panic in the host costs the evaluation, as on the server's workers.
+        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            policy.validate(&self.runtime, &incoming.request)
+        }))
+        .unwrap_or_else(|_| Err(EvalError::Trap("the evaluation panicked".into())));
         let failed = outcome.is_err() || policy.load_error().is_some();
+        // In monitor mode the server allows whatever the policy said: keep what it said.
+        let policy_verdict = match (&outcome, policy.mode) {
+            (Ok(verdict), PolicyMode::Monitor) => Some(serde_json::to_value(decide(
+                policy,
+                Endpoint::Audit,
+                &incoming,
+                Ok(verdict.clone()),
+            ))?),
+            _ => None,
+        };
         let response = decide(policy, Endpoint::Validate, &incoming, outcome);
-        let patched_object = match &response.patch {
+        let patch = match &response.patch {
+            Some(patch) => Some(decoded_patch(patch)?),
+            None => None,
+        };
+        let patched_object = match &patch {
             Some(patch) => Some(apply_patch(review, patch)?),
             None => None,
         };
@@ -224,20 +255,66 @@ impl Session {
             serde_json::to_value(OutgoingReview::new(incoming.api_version.clone(), response))?;
         Ok(Evaluation {
             review,
+            patch,
             patched_object,
+            policy_verdict,
             failed,
         })
     }
 }
 
-/// The request's object with `patch` (base64 JSONPatch, as in the response) applied.
-fn apply_patch(review: &Value, patch: &str) -> anyhow::Result<Value> {
+/// The JSON Patch of a response (base64 in it).
+fn decoded_patch(patch: &str) -> anyhow::Result<Value> {
     use base64::Engine;
     let bytes = base64::engine::general_purpose::STANDARD.decode(patch)?;
-    let patch: json_patch::Patch = serde_json::from_slice(&bytes)?;
+    Ok(serde_json::from_slice(&bytes)?)
+}
+
+/// The request's object with `patch` applied.
+fn apply_patch(review: &Value, patch: &Value) -> anyhow::Result<Value> {
+    let patch: json_patch::Patch = serde_json::from_value(patch.clone())?;
     let mut object = review["request"]["object"].clone();
     json_patch::patch(&mut object, &patch).context("the policy's patch does not apply")?;
     Ok(object)
+}
+
+/// Waits until every kind has been listed once (a live cluster lists in the
+/// background); names those that were not within `within`.
+pub async fn wait_listed(
+    cluster: &Cluster,
+    kinds: &[ResourceKind],
+    within: Duration,
+) -> anyhow::Result<()> {
+    let started = std::time::Instant::now();
+    loop {
+        let pending: Vec<String> = kinds
+            .iter()
+            .filter(|kind| !cluster.state.is_synced(kind))
+            .map(ToString::to_string)
+            .collect();
+        if pending.is_empty() {
+            return Ok(());
+        }
+        if started.elapsed() > within {
+            bail!(
+                "the cluster did not list {} within {within:?}",
+                pending.join(", ")
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Reads `apiVersion/Kind` (`v1/Namespace`, `apps/v1/Deployment`), as `flag` gave it.
+pub fn parse_kind(flag: &str, kind: &str) -> anyhow::Result<ResourceKind> {
+    match kind.rsplit_once('/') {
+        Some((api_version, name)) if !api_version.is_empty() && !name.is_empty() => {
+            Ok(ResourceKind::new(api_version, name))
+        }
+        _ => {
+            bail!("{flag} {kind}: expected apiVersion/Kind, as v1/Namespace or apps/v1/Deployment")
+        }
+    }
 }
 
 async fn load_cluster(
@@ -277,9 +354,10 @@ async fn load_cluster(
             kubeconfig: kubeconfig.clone(),
         },
     };
-    let cluster = crate::cache::start(kinds, &source, false).await?;
+    let cluster = crate::cache::start(kinds.clone(), &source, false).await?;
     if let Some((kind, reason)) = cluster.unserved.first() {
         bail!("the cluster does not serve {kind}: {reason}");
     }
+    wait_listed(&cluster, &kinds, LIST_WITHIN).await?;
     Ok(Some(cluster))
 }

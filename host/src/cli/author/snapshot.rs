@@ -5,7 +5,6 @@
 
 use std::io::Write;
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use clap::Args;
@@ -15,9 +14,6 @@ use guest_adapter::{ClusterCache, ResourceKind};
 use super::async_runtime;
 use crate::cache::CacheSource;
 use crate::config::PoliciesFile;
-
-/// How long the first list of every kind may take.
-const LIST_WITHIN: Duration = Duration::from_secs(120);
 
 #[derive(Debug, Args)]
 pub(in crate::cli) struct SnapshotArgs {
@@ -42,10 +38,7 @@ pub(in crate::cli) fn run(args: SnapshotArgs) -> anyhow::Result<()> {
         None => Vec::new(),
     };
     for kind in &args.kinds {
-        let Some((api_version, name)) = kind.rsplit_once('/') else {
-            bail!("--kind {kind}: expected apiVersion/Kind, as v1/Namespace or apps/v1/Deployment");
-        };
-        let kind = ResourceKind::new(api_version, name).canonical();
+        let kind = super::session::parse_kind("--kind", kind)?.canonical();
         if !kinds.iter().any(|known| known.matches(&kind)) {
             kinds.push(kind);
         }
@@ -55,8 +48,18 @@ pub(in crate::cli) fn run(args: SnapshotArgs) -> anyhow::Result<()> {
     }
     let text = async_runtime()?.block_on(record(kinds, args.kubeconfig))?;
     match &args.output {
-        Some(path) => std::fs::write(path, text)
-            .with_context(|| format!("cannot write {}", path.display()))?,
+        // Owner-only: a recorded Secret is as secret in the file.
+        Some(path) => {
+            use std::os::unix::fs::OpenOptionsExt;
+            std::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(0o600)
+                .open(path)
+                .and_then(|mut file| file.write_all(text.as_bytes()))
+                .with_context(|| format!("cannot write {}", path.display()))?
+        }
         None => std::io::stdout().write_all(text.as_bytes())?,
     }
     Ok(())
@@ -71,13 +74,7 @@ async fn record(kinds: Vec<ResourceKind>, kubeconfig: Option<PathBuf>) -> anyhow
     if let Some((kind, reason)) = cluster.unserved.first() {
         bail!("the cluster does not serve {kind}: {reason}");
     }
-    let started = Instant::now();
-    while !kinds.iter().all(|kind| cluster.state.is_synced(kind)) {
-        if started.elapsed() > LIST_WITHIN {
-            bail!("the cluster did not list every kind within {LIST_WITHIN:?}");
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    super::session::wait_listed(&cluster, &kinds, super::session::LIST_WITHIN).await?;
     drop(progress);
     let mut text = format!(
         "# Recorded by policy-server snapshot: {}\n",

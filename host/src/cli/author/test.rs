@@ -14,7 +14,7 @@
 //!     request: requests/pod.json     # a file (relative to this file) or inline
 //!     clusterSnapshot: other.yaml    # optional, for this case
 //!     expect:
-//!       allowed: false
+//!       allowed: false               # or `error: text`: the evaluation must fail
 //!       code: 403                    # optional
 //!       message: must be pinned      # optional: a substring of status.message
 //!       patch: [...]                 # optional: the JSON Patch, exactly
@@ -27,13 +27,13 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-use anyhow::Context;
+use anyhow::{Context, bail};
 use clap::Args;
 use serde::Deserialize;
 use serde_json::Value;
 
 use super::session::{ClusterChoice, Evaluation, LoadHow, PolicyEntry, Session};
-use super::{async_runtime, request};
+use super::{async_runtime, exit, request};
 
 #[derive(Debug, Args)]
 pub(in crate::cli) struct TestArgs {
@@ -73,7 +73,12 @@ struct Case {
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct Expect {
-    allowed: bool,
+    #[serde(default)]
+    allowed: Option<bool>,
+    /// The evaluation must fail (a trap, a timeout, a policy that does not load), with
+    /// this in its message.
+    #[serde(default)]
+    error: Option<String>,
     #[serde(default)]
     code: Option<u16>,
     #[serde(default)]
@@ -97,12 +102,24 @@ struct Outcome {
 pub(in crate::cli) fn run(args: TestArgs) -> anyhow::Result<ExitCode> {
     let runtime = async_runtime()?;
     let mut report = quick_junit::Report::new("policy-server test");
-    let (mut passed, mut failed) = (0, 0);
+    let (mut passed, mut failed, mut broken_files) = (0, 0, 0);
     for file in &args.files {
-        let outcomes = runtime
-            .block_on(run_suite(file))
-            .with_context(|| format!("test file {}", file.display()))?;
         let mut suite = quick_junit::TestSuite::new(file.display().to_string());
+        let outcomes = match runtime.block_on(run_suite(file)) {
+            Ok(outcomes) => outcomes,
+            // A file that cannot run is reported, and the others still run.
+            Err(err) => {
+                broken_files += 1;
+                let reason = format!("{err:#}");
+                println!("ERROR {}: {reason}", file.display());
+                let mut status =
+                    quick_junit::TestCaseStatus::non_success(quick_junit::NonSuccessKind::Error);
+                status.set_message(reason);
+                suite.add_test_case(quick_junit::TestCase::new("(the file)", status));
+                report.add_test_suite(suite);
+                continue;
+            }
+        };
         for outcome in outcomes {
             let mut case = if outcome.failures.is_empty() {
                 passed += 1;
@@ -130,20 +147,26 @@ pub(in crate::cli) fn run(args: TestArgs) -> anyhow::Result<ExitCode> {
         }
         report.add_test_suite(suite);
     }
+    let files = args.files.len();
     println!(
-        "{passed} passed, {failed} failed ({} file{})",
-        args.files.len(),
-        if args.files.len() == 1 { "" } else { "s" }
+        "{passed} passed, {failed} failed ({files} file{}{})",
+        if files == 1 { "" } else { "s" },
+        match broken_files {
+            0 => String::new(),
+            broken => format!(", {broken} could not run"),
+        }
     );
     if let Some(path) = &args.junit {
         let xml = report.to_string().context("cannot write JUnit XML")?;
         std::fs::write(path, xml).with_context(|| format!("cannot write {}", path.display()))?;
     }
-    Ok(if failed == 0 {
-        ExitCode::SUCCESS
+    Ok(ExitCode::from(if broken_files > 0 {
+        exit::ERROR
+    } else if failed > 0 {
+        exit::NO
     } else {
-        ExitCode::from(super::run::REJECTED)
-    })
+        exit::SUCCESS
+    }))
 }
 
 /// Runs the cases of one file: one load per cluster they read, so a module is compiled
@@ -171,21 +194,38 @@ async fn run_suite(file: &Path) -> anyhow::Result<Vec<Outcome>> {
     }
     let mut outcomes: Vec<Option<Outcome>> = suite.cases.iter().map(|_| None).collect();
     for (snapshot, cases) in groups {
-        let mut entries = Vec::new();
+        // Cases share a policy when they configure it alike; its id is the one in
+        // policies.yml (or the module's name), as the server's messages say it.
+        let mut entries: Vec<(String, PolicyEntry)> = Vec::new();
+        let mut ids = Vec::new();
         for (index, case) in &cases {
-            let policy = if ids_in_policies.contains(&case.policy) {
-                PolicyEntry::resolve(&case.policy, policies.as_deref())?
-            } else {
-                PolicyEntry::module(&case.policy, &dir)?
-            };
-            let policy = match &case.settings {
-                Some(settings) => policy.settings(settings.clone()),
-                None => policy,
-            };
-            let policy = policy
-                .allow_context(&case.allow_context)
-                .with_context(|| format!("case '{}'", case.name))?;
-            entries.push((format!("case-{index}"), policy));
+            let entry = entry_of(case, &ids_in_policies, policies.as_deref(), &dir)
+                .with_context(|| format!("case '{}'", case.name));
+            let id = entry.map(|entry| {
+                if let Some((id, _)) = entries.iter().find(|(_, known)| known.entry == entry.entry)
+                {
+                    return id.clone();
+                }
+                let base = if ids_in_policies.contains(&case.policy) {
+                    case.policy.clone()
+                } else {
+                    super::module_id(&case.policy)
+                };
+                let taken = |id: &str| entries.iter().any(|(known, _)| known == id);
+                let id = (1..)
+                    .map(|n| {
+                        if n == 1 {
+                            base.clone()
+                        } else {
+                            format!("{base}-{n}")
+                        }
+                    })
+                    .find(|id| !taken(id))
+                    .expect("a free id");
+                entries.push((id.clone(), entry));
+                id
+            });
+            ids.push((*index, *case, id));
         }
         let cluster = match snapshot {
             Some(path) => ClusterChoice::Snapshot(path),
@@ -196,11 +236,14 @@ async fn run_suite(file: &Path) -> anyhow::Result<Vec<Outcome>> {
             ..LoadHow::default()
         };
         let session = Session::load(entries, &cluster, how).await;
-        for (index, case) in cases {
+        for (index, case, id) in ids {
             let started = Instant::now();
-            let failures = match &session {
-                Ok(session) => check(session, &format!("case-{index}"), case, &dir),
-                Err(err) => vec![format!("the policies of this case did not load: {err:#}")],
+            let failures = match (&session, id) {
+                (_, Err(err)) => vec![format!("{err:#}")],
+                (Ok(session), Ok(id)) => check(session, &id, case, &dir),
+                (Err(err), Ok(_)) => {
+                    vec![format!("the policies of this case did not load: {err:#}")]
+                }
             };
             outcomes[index] = Some(Outcome {
                 name: case.name.clone(),
@@ -210,6 +253,38 @@ async fn run_suite(file: &Path) -> anyhow::Result<Vec<Outcome>> {
         }
     }
     Ok(outcomes.into_iter().flatten().collect())
+}
+
+/// The policy of `case`: an id of the suite's policies.yml, or a module.
+fn entry_of(
+    case: &Case,
+    ids_in_policies: &[String],
+    policies: Option<&Path>,
+    dir: &Path,
+) -> anyhow::Result<PolicyEntry> {
+    if case.expect.allowed.is_none() && case.expect.error.is_none() {
+        bail!("expect needs `allowed`, or `error` for an evaluation expected to fail");
+    }
+    let entry = if ids_in_policies.contains(&case.policy) {
+        PolicyEntry::resolve(&case.policy, policies)?
+    } else {
+        if let Some(policies) = policies
+            && !case.policy.contains("://")
+            && !dir.join(&case.policy).exists()
+        {
+            bail!(
+                "'{}' is neither a policy of {} nor a module file",
+                case.policy,
+                policies.display()
+            );
+        }
+        PolicyEntry::module(&case.policy, dir)?
+    };
+    let entry = match &case.settings {
+        Some(settings) => entry.settings(settings.clone()),
+        None => entry,
+    };
+    entry.allow_context(&case.allow_context)
 }
 
 /// Runs one case; returns the expectations it did not meet.
@@ -229,16 +304,38 @@ fn compare(expect: &Expect, evaluation: &Evaluation) -> Vec<String> {
     let response = &evaluation.review["response"];
     let message = response["status"]["message"].as_str().unwrap_or_default();
     let mut failures = Vec::new();
-    if response["allowed"].as_bool() != Some(expect.allowed) {
-        failures.push(format!(
-            "allowed: expected {}, got {}{}",
-            expect.allowed,
-            response["allowed"],
-            if message.is_empty() {
-                String::new()
+    match (&expect.error, evaluation.failed) {
+        (Some(part), true) if !message.contains(part.as_str()) => failures.push(format!(
+            "error: expected it to contain {part:?}, got {message:?}"
+        )),
+        (Some(_), true) => {}
+        (Some(part), false) => failures.push(format!(
+            "error: expected the evaluation to fail with {part:?}, it answered {}",
+            if response["allowed"] == true {
+                "allowed"
             } else {
-                format!(" ({message})")
+                "rejected"
             }
+        )),
+        // A failure is never a verdict: a rejection expected of the policy must come
+        // from the policy.
+        (None, true) => failures.push(format!("the evaluation failed: {message}")),
+        (None, false) => {}
+    }
+    if let Some(allowed) = expect.allowed
+        && response["allowed"].as_bool() != Some(allowed)
+    {
+        let why = match &evaluation.policy_verdict {
+            Some(verdict) => format!(
+                " (monitor mode: the server allows whatever the policy says; it said {})",
+                verdict["status"]["message"].as_str().unwrap_or("allowed")
+            ),
+            None if !message.is_empty() => format!(" ({message})"),
+            None => String::new(),
+        };
+        failures.push(format!(
+            "allowed: expected {allowed}, got {}{why}",
+            response["allowed"]
         ));
     }
     if let Some(code) = expect.code
@@ -256,14 +353,13 @@ fn compare(expect: &Expect, evaluation: &Evaluation) -> Vec<String> {
             "message: expected it to contain {part:?}, got {message:?}"
         ));
     }
-    if let Some(expected) = &expect.patch {
-        let patch = decoded_patch(response);
-        if patch.as_ref() != Some(expected) {
-            failures.push(format!(
-                "patch differs:\n{}",
-                diff(expected, patch.as_ref())
-            ));
-        }
+    if let Some(expected) = &expect.patch
+        && evaluation.patch.as_ref() != Some(expected)
+    {
+        failures.push(format!(
+            "patch differs:\n{}",
+            diff(expected, evaluation.patch.as_ref())
+        ));
     }
     if let Some(expected) = &expect.patched_object
         && evaluation.patched_object.as_ref() != Some(expected)
@@ -287,14 +383,6 @@ fn compare(expect: &Expect, evaluation: &Evaluation) -> Vec<String> {
         }
     }
     failures
-}
-
-fn decoded_patch(response: &Value) -> Option<Value> {
-    use base64::Engine;
-    let bytes = base64::engine::general_purpose::STANDARD
-        .decode(response["patch"].as_str()?)
-        .ok()?;
-    serde_json::from_slice(&bytes).ok()
 }
 
 /// A line diff of the expected and actual values, pretty-printed.
