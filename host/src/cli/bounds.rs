@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use super::ServeArgs;
+use super::serve::ServeArgs;
 use crate::policy::{DEFAULT_QUEUED_PER_WORKER, WorkerLimits};
 use crate::webhook::{ServerLimits, ShutdownTiming};
 

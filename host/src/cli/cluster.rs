@@ -2,7 +2,7 @@
 
 use guest_adapter::ResourceKind;
 
-use super::ServeArgs;
+use super::serve::ServeArgs;
 use crate::cache::{CacheSource, Cluster};
 use crate::config::PoliciesFile;
 

@@ -31,14 +31,20 @@ pub struct Pin {
 }
 
 impl ModuleStore {
+    /// Opens (making it, owner-only: its modules are compiled and run) the store in `dir`.
     pub fn open(dir: &Path) -> anyhow::Result<Self> {
+        use std::os::unix::fs::DirBuilderExt;
         for sub in ["modules/sha256", "pins"] {
-            std::fs::create_dir_all(dir.join(sub)).with_context(|| {
-                format!(
-                    "cannot create the policy download directory {}",
-                    dir.display()
-                )
-            })?;
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(dir.join(sub))
+                .with_context(|| {
+                    format!(
+                        "cannot create the policy download directory {}",
+                        dir.display()
+                    )
+                })?;
         }
         Ok(Self {
             dir: dir.to_path_buf(),

@@ -136,19 +136,15 @@ pub mod exit {
     pub const ERROR: u8 = 2;
 }
 
-/// Where fetched modules are kept for an author's commands: the user's cache directory,
-/// owner-only (its modules are compiled and run).
-fn module_store() -> anyhow::Result<PathBuf> {
-    let base = std::env::var_os("XDG_CACHE_HOME")
+/// Where fetched modules are kept for an author's commands: the user's cache directory
+/// (made, owner-only, on the first fetch).
+fn module_store() -> PathBuf {
+    std::env::var_os("XDG_CACHE_HOME")
         .map(PathBuf::from)
         .or_else(|| std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".cache")))
-        .unwrap_or_else(std::env::temp_dir);
-    let dir = base.join("policy-server").join("modules");
-    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))
-        .with_context(|| format!("cannot make {} owner-only", dir.display()))?;
-    Ok(dir)
+        .unwrap_or_else(std::env::temp_dir)
+        .join("policy-server")
+        .join("modules")
 }
 
 /// A JSON or YAML document from a file.

@@ -182,7 +182,7 @@ impl Session {
             ..RuntimeConfig::default()
         })?);
         // A store of the user's: `serve`'s keeps only what its policies.yml names.
-        let fetcher = Fetcher::new(super::module_store()?, sources.as_deref(), docker_config)?;
+        let fetcher = Fetcher::new(super::module_store(), sources.as_deref(), docker_config)?;
         let paths = fetcher.fetch(&file).await;
         let cache: Arc<dyn ClusterCache> = match &cluster {
             Some(cluster) => cluster.state.clone(),
