@@ -39,11 +39,12 @@ pub(super) fn run(args: PrecompileArgs) -> anyhow::Result<()> {
     let runtime = Runtime::new(config)?;
     // Remote modules are pulled into the download directory, which an image can ship; a
     // registry that cannot be reached fails the build (no copy fetched before stands in).
+    let fetcher = args.code.fetcher()?.without_stale_copies();
     let paths = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("cannot start the async runtime")?
-        .block_on(args.code.fetcher()?.without_stale_copies().fetch(&file));
+        .block_on(fetcher.fetch(&file));
     // Settings are validated as at start-up (a broken policy fails the build of an
     // image, not its first start); no cluster is read.
     let LoadedPolicies { policies, upgrades } = load_policies(
@@ -58,6 +59,9 @@ pub(super) fn run(args: PrecompileArgs) -> anyhow::Result<()> {
     for upgrade in upgrades {
         upgrade.run(&runtime);
     }
+    // The download directory an image ships holds these modules and nothing else.
+    fetcher.commit(&paths);
+    fetcher.keep_only(&file);
     runtime.log_compile_cache();
     tracing::info!(
         policies = policies.len(),

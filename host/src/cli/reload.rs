@@ -173,15 +173,16 @@ impl Reloader {
             ..self.options.clone()
         };
         // Remote modules are fetched again: a tag may have moved.
-        let paths = self.fetcher.fetch(&file).await;
+        let paths = Arc::new(self.fetcher.fetch(&file).await);
         let loaded = tokio::task::spawn_blocking({
-            let file = file.clone();
+            let (file, paths) = (file.clone(), paths.clone());
             move || load_policies(&file, &paths, &runtime, cache, reviewer, &options)
         })
         .await
         .context("policy loading panicked")?;
         match loaded {
             Ok(loaded) => {
+                self.fetcher.commit(&paths);
                 self.fetcher.keep_only(&file);
                 Ok((loaded, kinds))
             }

@@ -147,7 +147,7 @@ pub(super) async fn run(args: ServeArgs) -> anyhow::Result<()> {
     };
     let file = PoliciesFile::load(&args.code.policies, args.allow_empty_policies)?;
     let fetcher = Arc::new(args.code.fetcher()?);
-    let paths = fetcher.fetch(&file).await;
+    let paths = Arc::new(fetcher.fetch(&file).await);
     // Evaluations in flight, twice over (after a reload the old set's workers finish its
     // queue beside the new set's), plus one each for settings checks and upgrades.
     let instances = 2 * worker_limits.workers as u32 + 2;
@@ -170,11 +170,12 @@ pub(super) async fn run(args: ServeArgs) -> anyhow::Result<()> {
             Some(state) => state.clone(),
             None => Arc::new(NoCluster),
         };
-        let file = file.clone();
+        let (file, paths) = (file.clone(), paths.clone());
         move || load_policies(&file, &paths, &runtime, cache, reviewer, &options)
     })
     .await
     .context("policy loading panicked")??;
+    fetcher.commit(&paths);
     fetcher.keep_only(&file);
     // What the upgrades compile makes a new compiling engine when they start.
     runtime.release_compiler();

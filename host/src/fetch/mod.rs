@@ -47,14 +47,27 @@ pub struct Fetcher {
     stale_copies: bool,
 }
 
-/// Where each policy's module is on disk, or why it could not be fetched.
+/// Where each policy's module is on disk, or why it could not be fetched; and what the
+/// sources named, to be noted once the policies load ([`Fetcher::commit`]).
 #[derive(Debug, Default)]
-pub struct ModulePaths(HashMap<String, Result<PathBuf, String>>);
+pub struct ModulePaths {
+    paths: HashMap<String, Result<PathBuf, String>>,
+    pins: Vec<Pin>,
+}
+
+/// A module fetched: where it is, how it came, and what its source now names.
+struct Fetched {
+    path: PathBuf,
+    outcome: FetchOutcome,
+    /// Noted only once the policies load, so a set that fails to load does not make
+    /// its module the copy a later outage falls back to.
+    pin: Option<Pin>,
+}
 
 impl ModulePaths {
     /// The module of `config`, as a local file.
     pub fn of(&self, config: &PolicyConfig) -> anyhow::Result<&Path> {
-        match self.0.get(&config.module) {
+        match self.paths.get(&config.module) {
             Some(Ok(path)) => Ok(path),
             Some(Err(reason)) => Err(anyhow!("{reason}")),
             None => Err(anyhow!("module {} was not fetched", config.module)),
@@ -115,19 +128,39 @@ impl Fetcher {
         }
         let fetched =
             futures::future::join_all(remote.into_iter().map(|(module, location)| async move {
-                let path = self
+                let fetched = self
                     .fetch_one(&location, &module)
                     .await
                     .map_err(|err| format!("cannot fetch {module}: {err:#}"));
-                (module, path)
+                (module, fetched)
             }))
             .await;
-        paths.extend(fetched);
-        ModulePaths(paths)
+        let mut pins = Vec::new();
+        for (module, fetched) in fetched {
+            let path = fetched.map(|fetched| {
+                pins.extend(fetched.pin);
+                fetched.path
+            });
+            paths.insert(module, path);
+        }
+        ModulePaths { paths, pins }
+    }
+
+    /// Notes what each source named, once the policies it was fetched for load: the
+    /// copy a later outage falls back to is one that loaded.
+    pub fn commit(&self, paths: &ModulePaths) {
+        let Some(store) = self.store.get() else {
+            return;
+        };
+        for pin in &paths.pins {
+            if let Err(err) = store.pin(pin) {
+                tracing::warn!(module = %pin.source, "cannot note the fetched module: {err:#}");
+            }
+        }
     }
 
     /// Removes from the store what `file` does not name (a tag that moved, a URL that
-    /// changed, a policy dropped), once the policies it names serve.
+    /// changed, a policy dropped), once its policies serve.
     pub fn keep_only(&self, file: &PoliciesFile) {
         let Some(store) = self.store.get() else {
             return;
@@ -138,9 +171,15 @@ impl Fetcher {
         }
     }
 
-    async fn fetch_one(&self, location: &ModuleLocation, module: &str) -> anyhow::Result<PathBuf> {
+    async fn fetch_one(&self, location: &ModuleLocation, module: &str) -> anyhow::Result<Fetched> {
         let (source, fetched) = match location {
-            ModuleLocation::File(path) => return Ok(path.clone()),
+            ModuleLocation::File(path) => {
+                return Ok(Fetched {
+                    path: path.clone(),
+                    outcome: FetchOutcome::Stored,
+                    pin: None,
+                });
+            }
             ModuleLocation::Registry(reference) => {
                 ("registry", registry::pull(self, reference, module).await)
             }
@@ -150,11 +189,11 @@ impl Fetcher {
             }
         };
         let outcome = match &fetched {
-            Ok((_, outcome)) => *outcome,
+            Ok(fetched) => fetched.outcome,
             Err(_) => FetchOutcome::Failed,
         };
         metrics().module_fetched(source, outcome);
-        fetched.map(|(path, _)| path)
+        fetched
     }
 }
 
@@ -179,7 +218,7 @@ async fn stored_instead(
     pinned: Option<Pin>,
     source: &str,
     err: anyhow::Error,
-) -> anyhow::Result<(PathBuf, FetchOutcome)> {
+) -> anyhow::Result<Fetched> {
     let store = fetcher.store()?;
     let stored = match pinned.filter(|_| fetcher.stale_copies) {
         Some(pin) => store
@@ -196,7 +235,11 @@ async fn stored_instead(
                 reason = format!("{err:#}"),
                 "cannot reach the module's source: serving the copy fetched before"
             );
-            Ok((path, FetchOutcome::StaleCopy))
+            Ok(Fetched {
+                path,
+                outcome: FetchOutcome::StaleCopy,
+                pin: None,
+            })
         }
         None => Err(err),
     }

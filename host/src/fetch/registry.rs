@@ -3,7 +3,6 @@
 //! module. A registry is asked only for the manifest's digest when the store already
 //! holds what it names, and not at all for a digest reference already pulled.
 
-use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::{Context, anyhow, bail};
@@ -16,7 +15,7 @@ use oci_client::{Client, Reference};
 
 use super::failure::{self, is_unreachable};
 use super::store::{MAX_MODULE_BYTES, Pin};
-use super::{CONNECT_TIMEOUT, Fetcher, READ_TIMEOUT, USER_AGENT};
+use super::{CONNECT_TIMEOUT, Fetched, Fetcher, READ_TIMEOUT, USER_AGENT};
 use crate::metrics::FetchOutcome;
 
 pub const WASM_LAYER_MEDIA_TYPE: &str = "application/vnd.wasm.content.layer.v1+wasm";
@@ -33,7 +32,7 @@ pub(super) async fn pull(
     fetcher: &Fetcher,
     reference: &Reference,
     source: &str,
-) -> anyhow::Result<(PathBuf, FetchOutcome)> {
+) -> anyhow::Result<Fetched> {
     let store = fetcher.store()?;
     let pinned = store.pinned(source);
     if let Some(digest) = reference.digest()
@@ -45,7 +44,11 @@ pub(super) async fn pull(
             module = source,
             "module pinned by digest is in the local store"
         );
-        return Ok((path, FetchOutcome::Stored));
+        return Ok(Fetched {
+            path,
+            outcome: FetchOutcome::Stored,
+            pin: None,
+        });
     }
     let host = reference.resolve_registry();
     let auth = fetcher.credentials.for_registry(host)?;
@@ -96,7 +99,7 @@ async fn pull_with(
     auth: &RegistryAuth,
     source: &str,
     pinned: Option<&Pin>,
-) -> anyhow::Result<(PathBuf, FetchOutcome)> {
+) -> anyhow::Result<Fetched> {
     let store = fetcher.store()?;
     let manifest_digest = client.fetch_manifest_digest(reference, auth).await?;
     if let Some(pin) = pinned
@@ -104,7 +107,11 @@ async fn pull_with(
         && let Some(path) = store.verified_in_background(&pin.module).await
     {
         tracing::info!(module = source, digest = %pin.module, "module unchanged in the registry; using the local store");
-        return Ok((path, FetchOutcome::Stored));
+        return Ok(Fetched {
+            path,
+            outcome: FetchOutcome::Stored,
+            pin: None,
+        });
     }
     let started = Instant::now();
     let (manifest, manifest_digest) = client.pull_image_manifest(reference, auth).await?;
@@ -116,8 +123,11 @@ async fn pull_with(
     };
     // Another source (a tag, a digest) may have brought the same module already.
     if let Some(path) = store.verified_in_background(&layer.digest).await {
-        store.pin(&pin(layer.digest.clone()))?;
-        return Ok((path, FetchOutcome::Stored));
+        return Ok(Fetched {
+            path,
+            outcome: FetchOutcome::Stored,
+            pin: Some(pin(layer.digest.clone())),
+        });
     }
     let size = u64::try_from(layer.size).unwrap_or(u64::MAX);
     if size > MAX_MODULE_BYTES {
@@ -136,9 +146,13 @@ async fn pull_with(
         download.write(&chunk.context("while downloading the module")?)?;
     }
     let (digest, path) = download.finish(Some(&layer.digest))?;
-    store.pin(&pin(digest.clone()))?;
+    let pin = pin(digest.clone());
     tracing::info!(module = source, %digest, bytes = size, elapsed = ?started.elapsed(), "pulled");
-    Ok((path, FetchOutcome::Downloaded))
+    Ok(Fetched {
+        path,
+        outcome: FetchOutcome::Downloaded,
+        pin: Some(pin),
+    })
 }
 
 /// The one wasm layer of a policy artifact.

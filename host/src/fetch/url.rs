@@ -11,7 +11,7 @@ use reqwest::{Certificate, Url};
 
 use super::failure::{self, is_unreachable};
 use super::store::{MAX_MODULE_BYTES, Pin};
-use super::{CONNECT_TIMEOUT, Fetcher, READ_TIMEOUT, USER_AGENT};
+use super::{CONNECT_TIMEOUT, Fetched, Fetcher, READ_TIMEOUT, USER_AGENT};
 use crate::metrics::FetchOutcome;
 
 pub(super) async fn download(
@@ -19,7 +19,7 @@ pub(super) async fn download(
     url: &Url,
     host: &str,
     source: &str,
-) -> anyhow::Result<(PathBuf, FetchOutcome)> {
+) -> anyhow::Result<Fetched> {
     let insecure = fetcher.sources.is_insecure(host);
     if url.scheme() == "http" && !insecure {
         bail!(
@@ -31,13 +31,16 @@ pub(super) async fn download(
     let store = fetcher.store()?;
     match super::within_deadline(get(fetcher, &client, url)).await {
         Ok((digest, path, bytes, elapsed)) => {
-            store.pin(&Pin {
-                source: source.to_owned(),
-                manifest: None,
-                module: digest.clone(),
-            })?;
             tracing::info!(module = source, %digest, bytes, ?elapsed, "downloaded");
-            Ok((path, FetchOutcome::Downloaded))
+            Ok(Fetched {
+                path,
+                outcome: FetchOutcome::Downloaded,
+                pin: Some(Pin {
+                    source: source.to_owned(),
+                    manifest: None,
+                    module: digest,
+                }),
+            })
         }
         Err(err) if is_unreachable(&err) => {
             super::stored_instead(fetcher, store.pinned(source), source, err)

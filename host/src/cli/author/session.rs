@@ -183,7 +183,7 @@ impl Session {
         })?);
         // A store of the user's: `serve`'s keeps only what its policies.yml names.
         let fetcher = Fetcher::new(super::module_store(), sources.as_deref(), docker_config)?;
-        let paths = fetcher.fetch(&file).await;
+        let paths = Arc::new(fetcher.fetch(&file).await);
         let cache: Arc<dyn ClusterCache> = match &cluster {
             Some(cluster) => cluster.state.clone(),
             None => Arc::new(NoCluster),
@@ -198,11 +198,12 @@ impl Session {
         };
         let progress = super::progress::after_a_second("compiling");
         let LoadedPolicies { policies, upgrades } = tokio::task::spawn_blocking({
-            let runtime = runtime.clone();
+            let (runtime, paths) = (runtime.clone(), paths.clone());
             move || load_policies(&file, &paths, &runtime, cache, reviewer, &options)
         })
         .await
         .context("policy loading panicked")??;
+        fetcher.commit(&paths);
         // An author's command runs the code it compiled: nothing to upgrade to.
         drop(upgrades);
         drop(progress);
