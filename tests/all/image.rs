@@ -32,8 +32,10 @@ async fn the_image_holds_the_server_its_libraries_and_the_modules() {
         registry.push("policies/deny-latest", "v1", module).await;
         registry.sources_file(&rootfs.join("config"));
         policies += &format!(
-            "pulled:\n  module: registry://{}/policies/deny-latest:v1\n",
-            registry.host
+            "pulled:
+  module: {}
+",
+            registry.module("policies/deny-latest:v1")
         );
         Some(registry)
     } else {

@@ -151,6 +151,11 @@ impl TestRegistry {
         }
     }
 
+    /// The `module:` of policies.yml for `repository:tag` (or `repository@digest`) here.
+    pub fn module(&self, reference: &str) -> String {
+        format!("registry://{}/{reference}", self.host)
+    }
+
     /// Pushes `module` as `repository:tag`; returns the manifest's digest.
     pub async fn push(&self, repository: &str, tag: &str, module: &Path) -> String {
         let reference: Reference = format!("{}/{repository}:{tag}", self.host).parse().unwrap();

@@ -7,7 +7,7 @@ use std::path::Path;
 
 use policy_server_e2e::registry::{self, TestRegistry, Transport};
 use policy_server_e2e::requests::{pod, review};
-use policy_server_e2e::{Policy, Server, wasm};
+use policy_server_e2e::{Policy, Server, ServerBuilder, wasm};
 use serde_json::{Value, json};
 
 use crate::metrics::{scrape, value};
@@ -35,6 +35,14 @@ async fn serves_pod_privileged(server: &Server, id: &str) {
     );
     let allowed = server.validate(id, &plain_pod()).await;
     assert_eq!(allowed["allowed"], true, "{allowed}");
+}
+
+/// Starts a server that must refuse to start, saying `reason`; returns what it said.
+fn refused(server: ServerBuilder, reason: &str) -> String {
+    let (status, output) = server.start_expecting_failure();
+    assert!(!status.success(), "{output}");
+    assert!(output.contains(reason), "expected {reason:?} in:\n{output}");
+    output
 }
 
 /// Flags of a server that keeps its downloads in `dir/store` and reads `sources`.
@@ -68,22 +76,18 @@ async fn a_policy_pulled_over_tls_serves_and_a_restart_takes_it_from_the_store()
     let manifest = registry.push("policies/pod-privileged", "v1", module).await;
     let dir = tempfile::tempdir().unwrap();
     let sources = registry.sources_file(dir.path());
-    let by_tag = format!("registry://{}/policies/pod-privileged:v1", registry.host);
-    let by_digest = format!(
-        "registry://{}/policies/pod-privileged@{manifest}",
-        registry.host
-    );
+    let by_tag = registry.module("policies/pod-privileged:v1");
+    let by_digest = registry.module(&format!("policies/pod-privileged@{manifest}"));
     let policies = [
         ("by-tag", Policy::new(&by_tag)),
         ("by-digest", Policy::new(&by_digest)),
     ];
 
     // The CA is not trusted without sources.yml: the start fails and says why.
-    let (status, output) = server(policies.clone())
-        .args(fetch_flags(dir.path(), None))
-        .start_expecting_failure();
-    assert!(!status.success());
-    assert!(output.contains("TLS certificate of localhost"), "{output}");
+    let output = refused(
+        server(policies.clone()).args(fetch_flags(dir.path(), None)),
+        "TLS certificate of localhost",
+    );
     assert!(output.contains("is not trusted"), "{output}");
     assert!(
         output.contains(&format!("cannot fetch registry://{}", registry.host)),
@@ -150,18 +154,12 @@ async fn an_insecure_source_is_pulled_over_plain_http() {
         .push("policies/pod-privileged", "v1", &wasm().pod_privileged)
         .await;
     let dir = tempfile::tempdir().unwrap();
-    let module = format!("registry://{}/policies/pod-privileged:v1", registry.host);
+    let module = registry.module("policies/pod-privileged:v1");
     let policies = [("privileged", Policy::new(&module))];
 
-    let (status, output) = server(policies.clone())
-        .args(fetch_flags(dir.path(), None))
-        .start_expecting_failure();
-    assert!(!status.success());
-    assert!(
-        output.contains(
-            "does not speak TLS: one that serves plain HTTP must be listed in insecure_sources"
-        ),
-        "{output}"
+    refused(
+        server(policies.clone()).args(fetch_flags(dir.path(), None)),
+        "does not speak TLS: one that serves plain HTTP must be listed in insecure_sources",
     );
 
     let sources = registry.sources_file(dir.path());
@@ -184,7 +182,7 @@ async fn credentials_come_from_a_docker_config_and_bad_ones_are_named() {
         .await;
     let dir = tempfile::tempdir().unwrap();
     let sources = registry.sources_file(dir.path());
-    let module = format!("registry://{}/policies/pod-privileged:v1", registry.host);
+    let module = registry.module("policies/pod-privileged:v1");
     let policies = [("privileged", Policy::new(&module))];
     let with_config = |config: Option<&Path>| {
         let mut builder = server(policies.clone()).args(fetch_flags(dir.path(), Some(&sources)));
@@ -196,17 +194,10 @@ async fn credentials_come_from_a_docker_config_and_bad_ones_are_named() {
         builder
     };
 
-    let (status, output) = with_config(None).start_expecting_failure();
-    assert!(!status.success());
-    assert!(
-        output.contains("asks for credentials and there are none"),
-        "{output}"
-    );
+    refused(with_config(None), "asks for credentials and there are none");
 
     let wrong = registry::docker_config(dir.path(), &registry.host, registry::USER, "wrong");
-    let (status, output) = with_config(Some(&wrong)).start_expecting_failure();
-    assert!(!status.success());
-    assert!(output.contains("refused the credentials"), "{output}");
+    let output = refused(with_config(Some(&wrong)), "refused the credentials");
     assert!(output.contains("config.json"), "{output}");
 
     let right = registry::docker_config(
@@ -239,17 +230,11 @@ async fn with_continue_on_errors_a_missing_tag_or_a_registry_down_fails_that_pol
     let policies = [
         (
             "good",
-            Policy::new(format!(
-                "registry://{}/policies/pod-privileged:v1",
-                registry.host
-            )),
+            Policy::new(registry.module("policies/pod-privileged:v1")),
         ),
         (
             "missing-tag",
-            Policy::new(format!(
-                "registry://{}/policies/pod-privileged:v9",
-                registry.host
-            )),
+            Policy::new(registry.module("policies/pod-privileged:v9")),
         ),
         (
             "registry-down",
@@ -259,11 +244,10 @@ async fn with_continue_on_errors_a_missing_tag_or_a_registry_down_fails_that_pol
         ),
     ];
 
-    let (status, output) = server(policies.clone())
-        .args(fetch_flags(dir.path(), Some(&sources)))
-        .start_expecting_failure();
-    assert!(!status.success());
-    assert!(output.contains("no such tag or digest"), "{output}");
+    refused(
+        server(policies.clone()).args(fetch_flags(dir.path(), Some(&sources))),
+        "no such tag or digest",
+    );
 
     let server = tokio::task::block_in_place(|| {
         server(policies)
@@ -301,19 +285,13 @@ async fn a_module_that_does_not_match_its_digest_is_refused() {
 
     let dir = tempfile::tempdir().unwrap();
     let sources = registry.sources_file(dir.path());
-    let (status, output) = server([(
-        "privileged",
-        Policy::new(format!(
-            "registry://{}/policies/pod-privileged:v1",
-            registry.host
-        )),
-    )])
-    .args(fetch_flags(dir.path(), Some(&sources)))
-    .start_expecting_failure();
-    assert!(!status.success());
-    assert!(
-        output.contains("Invalid digest. Expected sha256:"),
-        "{output}"
+    refused(
+        server([(
+            "privileged",
+            Policy::new(registry.module("policies/pod-privileged:v1")),
+        )])
+        .args(fetch_flags(dir.path(), Some(&sources))),
+        "Invalid digest. Expected sha256:",
     );
     let stored = std::fs::read_dir(dir.path().join("store/modules/sha256")).unwrap();
     assert_eq!(stored.count(), 0, "nothing is stored");
@@ -330,7 +308,7 @@ async fn a_reload_pulls_again_and_follows_a_moved_tag() {
         .await;
     let dir = tempfile::tempdir().unwrap();
     let sources = registry.sources_file(dir.path());
-    let module = format!("registry://{}/policies/workloads:stable", registry.host);
+    let module = registry.module("policies/workloads:stable");
     let server = tokio::task::block_in_place(|| {
         server([("workloads", Policy::new(&module))])
             .args(fetch_flags(dir.path(), Some(&sources)))
@@ -365,7 +343,7 @@ async fn a_module_that_failed_to_load_is_not_what_an_outage_falls_back_to() {
         .await;
     let dir = tempfile::tempdir().unwrap();
     let sources = registry.sources_file(dir.path());
-    let module = format!("registry://{}/policies/workloads:stable", registry.host);
+    let module = registry.module("policies/workloads:stable");
     let start = || {
         tokio::task::block_in_place(|| {
             server([("workloads", Policy::new(&module))])
