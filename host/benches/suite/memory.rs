@@ -1,6 +1,7 @@
 //! Memory: the server's resident set with the cluster cache filled from the fake API
 //! server (10,000 namespaces, 100,000 services, 5,000 ingresses) beside the JSON size of
-//! those objects; then its resident set over a million requests, which must not grow.
+//! those objects; then after a minute at rest, after evaluations that fill a policy's
+//! memory limit, and over a million requests: it must not grow in any.
 
 use std::time::Duration;
 
@@ -17,6 +18,8 @@ use crate::{Scale, async_runtime, policies_yml, server_binary};
 const MIB: f64 = (1 << 20) as f64;
 const SOAK_CHUNK: Duration = Duration::from_secs(20);
 const STARTS: usize = 5;
+const AT_REST: Duration = Duration::from_secs(60);
+const GRABS: usize = 20;
 
 pub fn run(report: &mut Report, scale: &Scale) -> anyhow::Result<()> {
     let wasm = policy_server_e2e::wasm();
@@ -37,6 +40,11 @@ pub fn run(report: &mut Report, scale: &Scale) -> anyhow::Result<()> {
             "ingresses",
             json!({"module": wasm.unique_ingress_host,
             "contextAwareResources": [{"apiVersion": "networking.k8s.io/v1", "kind": "Ingress"}]}),
+        ),
+        // Fills its memory limit on every evaluation, until it traps.
+        (
+            "grabs",
+            json!({"module": wasm.misbehaving, "settings": {"behaviour": "grab_memory"}}),
         ),
     ]);
     let runtime = async_runtime();
@@ -101,6 +109,10 @@ pub fn run(report: &mut Report, scale: &Scale) -> anyhow::Result<()> {
         .map(|object| serde_json::to_vec(&object).map_or(0, |bytes| bytes.len()))
         .sum();
     let (loaded, server) = median_of_starts(&api, "loaded")?;
+    // At rest, before any request: nothing may grow (watch streams idle, caches settled).
+    std::thread::sleep(AT_REST);
+    let rested = resident(server.pid())?;
+    let grab_review = review(pod("web", json!({"team": "a"}), &["nginx:1.27"]));
     // The cache really holds them: the last namespace, with its label, is known.
     let service = review(json!({"apiVersion": "v1", "kind": "Service",
         "metadata": {"name": "api", "namespace": namespace_name(9_999)}}));
@@ -169,7 +181,38 @@ pub fn run(report: &mut Report, scale: &Scale) -> anyhow::Result<()> {
         num(held as f64 / json_bytes as f64, 2),
         text(""),
     ]);
+    table.row(vec![
+        text(format!("the same, after {} s at rest", AT_REST.as_secs())),
+        mib(rested.total),
+        mib(rested.anonymous),
+    ]);
+    // What the instance pool keeps of memory a policy touched is bounded per slot.
+    for _ in 0..GRABS {
+        let answer = runtime.block_on(server.validate("grabs", &grab_review));
+        anyhow::ensure!(
+            answer["allowed"] == false,
+            "grab_memory was allowed: {answer}"
+        );
+    }
+    let grabbed = resident(server.pid())?;
+    table.row(vec![
+        text(format!(
+            "the same, after {GRABS} evaluations that each fill the memory limit"
+        )),
+        mib(grabbed.total),
+        mib(grabbed.anonymous),
+    ]);
     report.add(table);
+    report.at_most(
+        format!("RSS growth after {GRABS} evaluations that each fill the memory limit, MiB"),
+        (grabbed.total as f64 - rested.total as f64) / MIB,
+        10.0,
+    );
+    report.at_most(
+        "RSS growth over a minute at rest, live cluster of 115,000 objects, MiB",
+        (rested.total as f64 - loaded.total as f64) / MIB,
+        1.0,
+    );
     // The larger of the two: the resident difference is noisy by a few MiB either way.
     report.at_most(
         "cache memory / JSON of the cached objects (larger of resident and held)",
