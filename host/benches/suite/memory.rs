@@ -112,7 +112,6 @@ pub fn run(report: &mut Report, scale: &Scale) -> anyhow::Result<()> {
     // At rest, before any request: nothing may grow (watch streams idle, caches settled).
     std::thread::sleep(AT_REST);
     let rested = resident(server.pid())?;
-    let grab_review = review(pod("web", json!({"team": "a"}), &["nginx:1.27"]));
     // The cache really holds them: the last namespace, with its label, is known.
     let service = review(json!({"apiVersion": "v1", "kind": "Service",
         "metadata": {"name": "api", "namespace": namespace_name(9_999)}}));
@@ -186,7 +185,9 @@ pub fn run(report: &mut Report, scale: &Scale) -> anyhow::Result<()> {
         mib(rested.total),
         mib(rested.anonymous),
     ]);
-    // What the instance pool keeps of memory a policy touched is bounded per slot.
+    // What the instance pool keeps of memory a policy touched is bounded per slot (the
+    // cache check above used one slot, the grabs another).
+    let grab_review = review(pod("web", json!({"team": "a"}), &["nginx:1.27"]));
     for _ in 0..GRABS {
         let answer = runtime.block_on(server.validate("grabs", &grab_review));
         anyhow::ensure!(
@@ -197,21 +198,23 @@ pub fn run(report: &mut Report, scale: &Scale) -> anyhow::Result<()> {
     let grabbed = resident(server.pid())?;
     table.row(vec![
         text(format!(
-            "the same, after {GRABS} evaluations that each fill the memory limit"
+            "the same, after the cache check and {GRABS} evaluations that each fill the memory limit"
         )),
         mib(grabbed.total),
         mib(grabbed.anonymous),
     ]);
     report.add(table);
     report.at_most(
-        format!("RSS growth after {GRABS} evaluations that each fill the memory limit, MiB"),
-        (grabbed.total as f64 - rested.total as f64) / MIB,
-        10.0,
-    );
-    report.at_most(
         "RSS growth over a minute at rest, live cluster of 115,000 objects, MiB",
         (rested.total as f64 - loaded.total as f64) / MIB,
         1.0,
+    );
+    report.at_most(
+        format!(
+            "RSS growth after the cache check and {GRABS} evaluations that each fill the memory limit, MiB"
+        ),
+        (grabbed.total as f64 - rested.total as f64) / MIB,
+        10.0,
     );
     // The larger of the two: the resident difference is noisy by a few MiB either way.
     report.at_most(
