@@ -13,6 +13,7 @@ use serde_json::{Value, json};
 use crate::metrics::{scrape, value};
 use crate::{message, server};
 
+mod author;
 mod url;
 
 fn privileged_pod() -> Value {

@@ -43,6 +43,12 @@ pub(in crate::cli) struct TestArgs {
     /// Also write the results as JUnit XML here.
     #[arg(long)]
     junit: Option<PathBuf>,
+    /// Kubewarden's sources.yml, for registry:// or https:// modules (as `serve`).
+    #[arg(long, env = "KUBEWARDEN_SOURCES_PATH")]
+    sources_path: Option<PathBuf>,
+    /// Docker config.json with registry credentials, for registry:// modules.
+    #[arg(long, env = "KUBEWARDEN_DOCKER_CONFIG_JSON_PATH")]
+    docker_config_json_path: Option<PathBuf>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -103,9 +109,16 @@ pub(in crate::cli) fn run(args: TestArgs) -> anyhow::Result<ExitCode> {
     let runtime = async_runtime()?;
     let mut report = quick_junit::Report::new("policy-server test");
     let (mut passed, mut failed, mut broken_files) = (0, 0, 0);
+    // A policy that does not load fails its cases with the reason; the others still run.
+    let how = LoadHow {
+        continue_on_errors: true,
+        sources: args.sources_path.clone(),
+        docker_config: args.docker_config_json_path.clone(),
+        ..LoadHow::default()
+    };
     for file in &args.files {
         let mut suite = quick_junit::TestSuite::new(file.display().to_string());
-        let outcomes = match runtime.block_on(run_suite(file)) {
+        let outcomes = match runtime.block_on(run_suite(file, &how)) {
             Ok(outcomes) => outcomes,
             // A file that cannot run is reported, and the others still run.
             Err(err) => {
@@ -171,7 +184,7 @@ pub(in crate::cli) fn run(args: TestArgs) -> anyhow::Result<ExitCode> {
 
 /// Runs the cases of one file: one load per cluster they read, so a module is compiled
 /// once however many cases use it.
-async fn run_suite(file: &Path) -> anyhow::Result<Vec<Outcome>> {
+async fn run_suite(file: &Path, how: &LoadHow) -> anyhow::Result<Vec<Outcome>> {
     let suite: Suite = serde_json::from_value(super::read_document(file)?)
         .context("expected policies, clusterSnapshot and cases")?;
     let dir = file.parent().unwrap_or(Path::new("")).to_path_buf();
@@ -231,11 +244,7 @@ async fn run_suite(file: &Path) -> anyhow::Result<Vec<Outcome>> {
             Some(path) => ClusterChoice::Snapshot(path),
             None => ClusterChoice::None,
         };
-        let how = LoadHow {
-            continue_on_errors: true,
-            ..LoadHow::default()
-        };
-        let session = Session::load(entries, &cluster, how).await;
+        let session = Session::load(entries, &cluster, how.clone()).await;
         for (index, case, id) in ids {
             let started = Instant::now();
             let failures = match (&session, id) {
