@@ -36,12 +36,30 @@ pub(super) struct PolicyArgs {
     allow_context: Vec<String>,
     #[command(flatten)]
     cluster: ClusterArgs,
-    /// Kubewarden's sources.yml, for a registry:// or https:// POLICY (as `serve`).
+    #[command(flatten)]
+    registries: RegistryArgs,
+}
+
+/// Where registry:// and https:// modules come from, as `serve` is told.
+#[derive(Debug, Args)]
+pub(super) struct RegistryArgs {
+    /// Kubewarden's sources.yml, for registry:// or https:// modules (as `serve`).
     #[arg(long, env = "KUBEWARDEN_SOURCES_PATH")]
     sources_path: Option<PathBuf>,
-    /// Docker config.json with registry credentials, for a registry:// POLICY.
+    /// Docker config.json with registry credentials, for registry:// modules.
     #[arg(long, env = "KUBEWARDEN_DOCKER_CONFIG_JSON_PATH")]
     docker_config_json_path: Option<PathBuf>,
+}
+
+impl RegistryArgs {
+    /// How to load modules: from the registries as these flags say.
+    fn how(&self) -> session::LoadHow {
+        session::LoadHow {
+            sources: self.sources_path.clone(),
+            docker_config: self.docker_config_json_path.clone(),
+            ..session::LoadHow::default()
+        }
+    }
 }
 
 /// Where the cluster state comes from.
@@ -83,11 +101,7 @@ impl PolicyArgs {
     /// How to load it: from the registries as --sources-path and
     /// --docker-config-json-path say.
     fn how(&self) -> session::LoadHow {
-        session::LoadHow {
-            sources: self.sources_path.clone(),
-            docker_config: self.docker_config_json_path.clone(),
-            ..session::LoadHow::default()
-        }
+        self.registries.how()
     }
 
     fn entry(&self) -> anyhow::Result<PolicyEntry> {

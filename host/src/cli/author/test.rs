@@ -33,7 +33,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use super::session::{ClusterChoice, Evaluation, LoadHow, PolicyEntry, Session};
-use super::{async_runtime, exit, request};
+use super::{RegistryArgs, async_runtime, exit, request};
 
 #[derive(Debug, Args)]
 pub(in crate::cli) struct TestArgs {
@@ -43,12 +43,8 @@ pub(in crate::cli) struct TestArgs {
     /// Also write the results as JUnit XML here.
     #[arg(long)]
     junit: Option<PathBuf>,
-    /// Kubewarden's sources.yml, for registry:// or https:// modules (as `serve`).
-    #[arg(long, env = "KUBEWARDEN_SOURCES_PATH")]
-    sources_path: Option<PathBuf>,
-    /// Docker config.json with registry credentials, for registry:// modules.
-    #[arg(long, env = "KUBEWARDEN_DOCKER_CONFIG_JSON_PATH")]
-    docker_config_json_path: Option<PathBuf>,
+    #[command(flatten)]
+    registries: RegistryArgs,
 }
 
 #[derive(Debug, Deserialize)]
@@ -112,9 +108,7 @@ pub(in crate::cli) fn run(args: TestArgs) -> anyhow::Result<ExitCode> {
     // A policy that does not load fails its cases with the reason; the others still run.
     let how = LoadHow {
         continue_on_errors: true,
-        sources: args.sources_path.clone(),
-        docker_config: args.docker_config_json_path.clone(),
-        ..LoadHow::default()
+        ..args.registries.how()
     };
     for file in &args.files {
         let mut suite = quick_junit::TestSuite::new(file.display().to_string());
