@@ -3,24 +3,18 @@
 
 use std::process::Command;
 
-use policy_server_e2e::registry::{self, TestRegistry, Transport};
-use policy_server_e2e::wasm;
+use policy_server_e2e::registry::{self, Transport};
 use serde_json::json;
 
-use super::{plain_pod, privileged_pod};
+use super::{PodPrivilegedRegistry, plain_pod, privileged_pod};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_test_command_pulls_a_policy_trusting_the_sources_file() {
     if !registry::available() {
         return;
     }
-    let registry = TestRegistry::start(Transport::Tls, false).await;
-    registry
-        .push("policies/pod-privileged", "v1", &wasm().pod_privileged)
-        .await;
-    let dir = tempfile::tempdir().unwrap();
-    let sources = registry.sources_file(dir.path());
-    let module = registry.module("policies/pod-privileged:v1");
+    let pushed = PodPrivilegedRegistry::start(Transport::Tls, false).await;
+    let (dir, sources, module) = (&pushed.dir, &pushed.sources, pushed.module());
     let suite = dir.path().join("policy-tests.yml");
     let cases = json!({"cases": [
         {"name": "a privileged pod is rejected", "policy": module,

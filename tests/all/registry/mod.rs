@@ -59,6 +59,35 @@ fn fetch_flags(dir: &Path, sources: Option<&Path>) -> Vec<String> {
     flags
 }
 
+/// A registry over `transport` holding pod-privileged as `policies/pod-privileged:v1`,
+/// and a temporary directory with the sources.yml that trusts it.
+struct PodPrivilegedRegistry {
+    registry: TestRegistry,
+    dir: tempfile::TempDir,
+    sources: std::path::PathBuf,
+}
+
+impl PodPrivilegedRegistry {
+    async fn start(transport: Transport, authenticated: bool) -> Self {
+        let registry = TestRegistry::start(transport, authenticated).await;
+        registry
+            .push("policies/pod-privileged", "v1", &wasm().pod_privileged)
+            .await;
+        let dir = tempfile::tempdir().unwrap();
+        let sources = registry.sources_file(dir.path());
+        Self {
+            registry,
+            dir,
+            sources,
+        }
+    }
+
+    /// The module reference of the pushed tag.
+    fn module(&self) -> String {
+        self.registry.module("policies/pod-privileged:v1")
+    }
+}
+
 fn sha256_of(path: &Path) -> String {
     use sha2::Digest;
     format!(
@@ -177,12 +206,11 @@ async fn credentials_come_from_a_docker_config_and_bad_ones_are_named() {
     if !registry::available() {
         return;
     }
-    let registry = TestRegistry::start(Transport::Tls, true).await;
-    registry
-        .push("policies/pod-privileged", "v1", &wasm().pod_privileged)
-        .await;
-    let dir = tempfile::tempdir().unwrap();
-    let sources = registry.sources_file(dir.path());
+    let PodPrivilegedRegistry {
+        registry,
+        dir,
+        sources,
+    } = PodPrivilegedRegistry::start(Transport::Tls, true).await;
     let module = registry.module("policies/pod-privileged:v1");
     let policies = [("privileged", Policy::new(&module))];
     let with_config = |config: Option<&Path>| {
@@ -216,12 +244,11 @@ async fn with_continue_on_errors_a_missing_tag_or_a_registry_down_fails_that_pol
     if !registry::available() {
         return;
     }
-    let registry = TestRegistry::start(Transport::Tls, false).await;
-    registry
-        .push("policies/pod-privileged", "v1", &wasm().pod_privileged)
-        .await;
-    let dir = tempfile::tempdir().unwrap();
-    let sources = registry.sources_file(dir.path());
+    let PodPrivilegedRegistry {
+        registry,
+        dir,
+        sources,
+    } = PodPrivilegedRegistry::start(Transport::Tls, false).await;
     // A port nothing listens on: bound, then released.
     let closed = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
