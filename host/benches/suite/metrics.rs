@@ -7,7 +7,9 @@
 //!   second, against none, in alternating pairs;
 //! - the latency breakdown at c=16: wrk's end-to-end percentiles beside the server's own
 //!   histograms of queue wait and evaluation (read from two scrapes around the run), so
-//!   the rest is HTTP, TLS and the hand-offs between the tokio side and the workers.
+//!   the rest is HTTP, TLS and the hand-offs between the tokio side and the workers. The
+//!   no-op route (the review parsed and allowed, no policy, no worker) run just after sets
+//!   the floor: the tail that HTTP, TLS and wrk sharing the machine's cores make alone.
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -93,6 +95,7 @@ fn over_http(report: &mut Report, scale: &Scale) -> anyhow::Result<()> {
     let server = ServerBuilder::new(server_binary(), yml)
         .arg("--metrics-port")
         .arg("0")
+        .arg("--enable-noop-route")
         .start();
     let client = async_runtime();
     let metrics_port: u16 = client.block_on(async {
@@ -115,7 +118,8 @@ fn over_http(report: &mut Report, scale: &Scale) -> anyhow::Result<()> {
         let quiet = wrk.run(&url, &body, CONCURRENCY, scale.load_duration)?;
         let after = scrape(metrics_port)?;
         if pair == 0 {
-            breakdown = Some((quiet, before, after));
+            let floor = wrk.run(&server.url("/noop"), &body, CONCURRENCY, scale.load_duration)?;
+            breakdown = Some((quiet, floor, before, after));
         }
         without.push(quiet.requests_per_second);
 
@@ -157,7 +161,7 @@ fn over_http(report: &mut Report, scale: &Scale) -> anyhow::Result<()> {
         0.98,
     );
 
-    let (load, before, after) = breakdown.expect("at least one pair");
+    let (load, floor, before, after) = breakdown.expect("at least one pair");
     let queue = Delta::of(&before, &after, "policy_server_queue_wait_seconds", "");
     let evaluation = Delta::of(
         &before,
@@ -172,6 +176,7 @@ fn over_http(report: &mut Report, scale: &Scale) -> anyhow::Result<()> {
     );
     let rows = [
         ("end to end (wrk)", load.p50_ms, load.p99_ms),
+        ("floor: the no-op route end to end (wrk)", floor.p50_ms, floor.p99_ms),
         (
             "waiting for a worker",
             queue.quantile(0.5) * 1e3,
