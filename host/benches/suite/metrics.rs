@@ -107,6 +107,7 @@ fn over_http(report: &mut Report, scale: &Scale) -> anyhow::Result<()> {
     })?;
     let body = serde_json::to_vec(&review(pod("web", json!({"team": "a"}), &["nginx:1.27"])))?;
     let url = server.url("/validate/trivial");
+    let noop = server.url("/noop");
     let wrk = Wrk::new()?;
     wrk.run(&url, &body, CONCURRENCY, Duration::from_secs(1))?;
 
@@ -118,7 +119,7 @@ fn over_http(report: &mut Report, scale: &Scale) -> anyhow::Result<()> {
         let quiet = wrk.run(&url, &body, CONCURRENCY, scale.load_duration)?;
         let after = scrape(metrics_port)?;
         if pair == 0 {
-            let floor = wrk.run(&server.url("/noop"), &body, CONCURRENCY, scale.load_duration)?;
+            let floor = wrk.run(&noop, &body, CONCURRENCY, scale.load_duration)?;
             breakdown = Some((quiet, floor, before, after));
         }
         without.push(quiet.requests_per_second);
@@ -176,7 +177,7 @@ fn over_http(report: &mut Report, scale: &Scale) -> anyhow::Result<()> {
     );
     let rows = [
         ("end to end (wrk)", load.p50_ms, load.p99_ms),
-        ("floor: the no-op route end to end (wrk)", floor.p50_ms, floor.p99_ms),
+        ("floor: no-op route end to end", floor.p50_ms, floor.p99_ms),
         (
             "waiting for a worker",
             queue.quantile(0.5) * 1e3,
